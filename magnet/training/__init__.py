@@ -1,0 +1,1 @@
+"""Training pieces shared by both stages: LightningModules, learning-rate schedules, optimiser builders."""
