@@ -1,0 +1,262 @@
+"""Stage 1 LightningModule: the pose VQ-VAE (spec 2).
+
+Batches come from :class:`datamodules.MotionDataModule` with ``person_num = 1`` (``x[B, T, 1, 374]``, normalised).
+Training logs every loss term, codebook perplexity / usage / dead codes and the learning rate. Validation
+reconstructs windows without touching the codebook and logs, next to the mean-pose baseline (every frame predicted
+as the dataset's mean pose, i.e. zeros in normalised space):
+
+* ``val/mpjpe_mm``: joint position error of the 22 body joints (pelvis + SMPL-X 1..21) in millimetres, from
+  forward kinematics of the decoded body rotations and canonical root (the person's canonical frame, so the
+  error covers pose, root height and root tilt; heading and ground trajectory are inputs, not reconstructed);
+* ``val/root_transl_mm`` and ``val/root_rot_deg``: the canonical root's translation and rotation error.
+
+The normalisation statistics are stored in the module (buffers ``stats_mean`` / ``stats_std``) so a checkpoint is
+self-contained.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+from torch import Tensor
+from torchmetrics import MeanMetric
+
+from magnet.body import load_body_model
+from magnet.geometry import geodesic_angle, rot6d_to_matrix
+from magnet.models.losses import value_mean_std, vqvae_losses
+from magnet.models.vqvae import PoseVQVAE, VQVAEConfig, fold_persons, save_vqvae, vqvae_inputs
+from magnet.representation import STATS_DIM, MotionStats, PackedLayout
+from magnet.training.schedule import build_warmup_cosine
+
+BODY_6D = slice(0, 126)
+ROOT_6D = slice(126, 132)
+ROOT_T = slice(132, 135)
+
+
+class VQVAEModule(pl.LightningModule):
+    """Trains :class:`magnet.models.vqvae.PoseVQVAE` on one-person windows.
+
+    ``model``: a preset name (``paper`` | ``tiny``) or a dict ``{preset: ..., **VQVAEConfig overrides}``.
+    ``loss_weights``: overrides of :data:`magnet.models.losses.DEFAULT_LOSS_WEIGHTS`.
+    ``body_model``: SMPL-X file for the validation FK (None: the built-in default skeleton).
+    ``stats``: a :class:`MotionStats` or an npz path; if None it is taken from the datamodule at ``setup``.
+    """
+
+    def __init__(
+        self,
+        model: str | dict[str, Any] = "paper",
+        lr: float = 2e-4,
+        weight_decay: float = 1e-4,
+        adam_betas: tuple[float, float] = (0.9, 0.999),
+        warmup_steps: int = 15000,
+        total_steps: int = 100000,
+        min_lr_ratio: float = 0.05,
+        loss_weights: dict[str, float] | None = None,
+        reference_averaging: bool = False,
+        body_model: str | None = None,
+        stats: MotionStats | str | None = None,
+    ):
+        super().__init__()
+        self.save_hyperparameters(ignore=["stats"])
+        self.model = PoseVQVAE(_model_config(model))
+        self.layout = PackedLayout(1)
+        self.loss_weights = dict(loss_weights or {})
+        self.register_buffer("stats_mean", torch.full((STATS_DIM,), math.nan, dtype=torch.float64))
+        self.register_buffer("stats_std", torch.full((STATS_DIM,), math.nan, dtype=torch.float64))
+        if stats is not None:
+            self.set_stats(MotionStats.load(stats) if isinstance(stats, (str, Path)) else stats)
+        # Loaded now so that a missing or malformed SMPL-X file fails before training starts.
+        self._body_model = load_body_model(body_model)
+        self.metrics_fps = 30
+        self.val_metrics = torch.nn.ModuleDict(
+            {k: MeanMetric() for k in ("loss", "mpjpe_mm", "mpjpe_mean_pose_mm", "root_transl_mm",
+                                        "root_rot_deg")}
+        )
+
+    # ------------------------------------------------------------------------------------------ setup
+
+    def set_stats(self, stats: MotionStats) -> None:
+        """Store the dataset's normalisation statistics (``[361]`` mean and std) in the module."""
+        self.stats_mean.copy_(torch.as_tensor(np.asarray(stats.mean), dtype=torch.float64))
+        self.stats_std.copy_(torch.as_tensor(np.asarray(stats.std), dtype=torch.float64))
+
+    @property
+    def has_stats(self) -> bool:
+        return bool(torch.isfinite(self.stats_mean[:352]).all())
+
+    def setup(self, stage: str) -> None:
+        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        if not self.has_stats and dm is not None and getattr(dm, "stats", None) is not None:
+            self.set_stats(dm.stats)
+        if dm is not None and getattr(dm, "person_num", 1) != 1:
+            from magnet.errors import ConfigError
+
+            raise ConfigError(
+                f"the VQ-VAE trains on one person per window but the datamodule has person_num={dm.person_num}; "
+                "use stage=vqvae (it sets person_num: 1)"
+            )
+
+    @property
+    def body_model(self):
+        """The body model used for validation FK (not part of the state dict)."""
+        if self._body_model.joint_template.device != self.device:
+            self._body_model = self._body_model.to(self.device)
+        return self._body_model
+
+    def _value_stats(self) -> tuple[Tensor, Tensor]:
+        if not self.has_stats:
+            raise RuntimeError("VQVAEModule has no normalisation statistics: pass stats= or train with a datamodule")
+        mean, std = value_mean_std(self.stats_mean, self.stats_std)
+        return mean.float(), std.float()
+
+    # ------------------------------------------------------------------------------------------ steps
+
+    def _inputs(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        x = batch["x"]
+        if x.shape[2] != 1:
+            # Persons are independent in stage 1: fold them into the batch.
+            x = fold_persons(x)[:, :, None]
+        return vqvae_inputs(x, self.layout, self.model.factor)
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        value, enc_cond, dec_cond, mask = self._inputs(batch)
+        out = self.model(value, enc_cond, dec_cond, mask)
+        mean, std = self._value_stats()
+        total, terms = vqvae_losses(out["recon"], value, mask, out["commit_loss"], mean, std,
+                                    self.loss_weights, self.hparams.reference_averaging)
+        bs = value.shape[0]
+        self.log("train/loss", total, prog_bar=True, batch_size=bs)
+        for key, term in terms.items():
+            self.log(f"train/{key}", term, batch_size=bs)
+        for key, val in out["stats"].items():
+            self.log(f"train/codebook_{key}", torch.as_tensor(val, dtype=torch.float32), batch_size=bs,
+                     prog_bar=key == "perplexity")
+        return total
+
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Tensor] | None:
+        """Reconstruct without touching the codebook; returns joints for :class:`callbacks.ValidationMetrics`.
+
+        Returns ``joints_pred`` / ``joints_gt`` ``[N, T, 22, 3]`` (canonical frame, metres) and ``valid [N, T]``.
+        """
+        value, enc_cond, dec_cond, mask = self._inputs(batch)
+        recon = self.model.reconstruct(value, enc_cond, dec_cond, mask)
+        mean, std = self._value_stats()
+        loss, _ = vqvae_losses(recon, value, mask, None, mean, std, self.loss_weights,
+                               self.hparams.reference_averaging)
+        n_valid = int(mask.sum())
+        if n_valid == 0:
+            return None
+        errors, joints = self.reconstruction_errors(recon, value, enc_cond, mask)
+        self.val_metrics["loss"].update(loss, n_valid)
+        for key, (val, weight) in errors.items():
+            self.val_metrics[key].update(val, weight)
+        return {"joints_pred": joints["pred"], "joints_gt": joints["gt"], "valid": mask, "num_persons": 1}
+
+    def on_validation_epoch_end(self) -> None:
+        for key, metric in self.val_metrics.items():
+            if metric.update_called:
+                self.log(f"val/{key}", metric.compute(), prog_bar=key == "mpjpe_mm", sync_dist=False)
+            metric.reset()
+
+    @torch.no_grad()
+    def reconstruction_errors(
+        self, recon: Tensor, target: Tensor, enc_cond: Tensor, mask: Tensor
+    ) -> tuple[dict[str, tuple[Tensor, int]], dict[str, Tensor]]:
+        """Mean errors over the valid frames of ``recon`` vs ``target`` (``[N, T, 135]`` normalised).
+
+        Returns ``({name: (mean value, number of valid frames)}, {"pred": joints, "gt": joints})`` with MPJPE (mm),
+        the mean-pose baseline MPJPE (mm), root translation error (mm) and root rotation error (degrees); joints
+        ``[N, T, 22, 3]`` in the canonical frame.
+        """
+        mean, std = self._value_stats()
+        betas = (enc_cond[..., :10].double() * self.stats_std[:10] + self.stats_mean[:10]).float()
+        gt = self._joints(target * std + mean, betas)
+        pred = self._joints(recon * std + mean, betas)
+        mean_pose = self._joints(torch.zeros_like(target) * std + mean, betas)
+        m = mask.bool()
+        n = int(m.sum())
+        mpjpe = (pred - gt).norm(dim=-1).mean(-1)[m].mean() * 1000.0
+        base = (mean_pose - gt).norm(dim=-1).mean(-1)[m].mean() * 1000.0
+        t_err = ((recon - target)[..., ROOT_T] * std[ROOT_T]).norm(dim=-1)[m].mean() * 1000.0
+        r_err = torch.rad2deg(
+            geodesic_angle(rot6d_to_matrix((recon * std + mean)[..., ROOT_6D]),
+                           rot6d_to_matrix((target * std + mean)[..., ROOT_6D]))
+        )[m].mean()
+        errors = {"mpjpe_mm": (mpjpe, n), "mpjpe_mean_pose_mm": (base, n), "root_transl_mm": (t_err, n),
+                  "root_rot_deg": (r_err, n)}
+        return errors, {"pred": pred, "gt": gt}
+
+    def _joints(self, value: Tensor, betas: Tensor) -> Tensor:
+        """FK of joints 0..21 in the canonical frame: ``value[N, T, 135]`` denormalised -> ``[N, T, 22, 3]``."""
+        n, t = value.shape[:2]
+        body = rot6d_to_matrix(value[..., BODY_6D].reshape(n, t, 21, 6))
+        root_r = rot6d_to_matrix(value[..., ROOT_6D])
+        pos, _ = self.body_model.forward_kinematics(body, root_r, value[..., ROOT_T], betas)
+        return pos
+
+    # ------------------------------------------------------------------------------------------ optimiser
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        opt = torch.optim.AdamW(self.model.parameters(), lr=hp.lr, weight_decay=hp.weight_decay,
+                                betas=tuple(hp.adam_betas))
+        sched = build_warmup_cosine(opt, hp.warmup_steps, hp.total_steps, hp.min_lr_ratio)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step", "frequency": 1}}
+
+    # ------------------------------------------------------------------------------------------ checkpoints
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["magnet"] = {
+            "stage": "vqvae",
+            "model_config": self.model.config.to_dict(),
+            "rng": rng_state(),
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        rng = checkpoint.get("magnet", {}).get("rng")
+        if rng is not None:
+            set_rng_state(rng)
+
+    def export_weights(self, path: str | Path) -> Path:
+        """Write the plain VQ-VAE weights + config + normalisation stats (usable without Lightning)."""
+        meta = {"stage": "vqvae"}
+        if self.has_stats:
+            meta["stats_mean"] = ",".join(repr(float(v)) for v in self.stats_mean.tolist())
+            meta["stats_std"] = ",".join(repr(float(v)) for v in self.stats_std.tolist())
+        return save_vqvae(self.model, path, metadata=meta)
+
+
+def rng_state() -> dict[str, Any]:
+    """torch / numpy / python RNG states in types a ``weights_only`` checkpoint load accepts."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "numpy": {"kind": str(kind), "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "gauss": float(gauss)},
+        "python": random.getstate(),
+    }
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what :func:`rng_state` saved."""
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    py = state["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+
+
+def _model_config(model: str | dict[str, Any] | VQVAEConfig) -> VQVAEConfig:
+    if isinstance(model, VQVAEConfig):
+        return model
+    if isinstance(model, str):
+        return VQVAEConfig.preset(model)
+    spec = dict(model)
+    preset = spec.pop("preset", "paper")
+    return VQVAEConfig.preset(preset, **spec)
