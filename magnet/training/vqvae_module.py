@@ -6,8 +6,9 @@ reconstructs windows without touching the codebook and logs, next to the mean-po
 as the dataset's mean pose, i.e. zeros in normalised space):
 
 * ``val/mpjpe_mm``: joint position error of the 22 body joints (pelvis + SMPL-X 1..21) in millimetres, from
-  forward kinematics of the decoded body rotations and canonical root (the person's canonical frame, so the
-  error covers pose, root height and root tilt; heading and ground trajectory are inputs, not reconstructed);
+  forward kinematics of the decoded body rotations and canonical root placed on the ground-truth canonical
+  trajectory (as the reference's VQ-VAE outputs: heading and ground path are inputs through Δ, not
+  reconstructed), so the error covers pose, root height and root tilt;
 * ``val/root_transl_mm`` and ``val/root_rot_deg``: the canonical root's translation and rotation error.
 
 The normalisation statistics are stored in the module (buffers ``stats_mean`` / ``stats_std``) so a checkpoint is
@@ -28,7 +29,7 @@ from torch import Tensor
 from torchmetrics import MeanMetric
 
 from magnet.body import load_body_model
-from magnet.geometry import geodesic_angle, rot6d_to_matrix
+from magnet.geometry import geodesic_angle, rot6d_to_matrix, tf9_compose, tf9_to_rt
 from magnet.models.losses import value_mean_std, vqvae_losses
 from magnet.models.vqvae import PoseVQVAE, VQVAEConfig, fold_persons, save_vqvae, vqvae_inputs
 from magnet.representation import STATS_DIM, MotionStats, PackedLayout
@@ -152,7 +153,7 @@ class VQVAEModule(pl.LightningModule):
         n_valid = int(mask.sum())
         if n_valid == 0:
             return None
-        errors, joints = self.reconstruction_errors(recon, value, enc_cond, mask)
+        errors, joints = self.reconstruction_errors(recon, value, enc_cond, mask, self._world_canonical(batch))
         self.val_metrics["loss"].update(loss, n_valid)
         for key, (val, weight) in errors.items():
             self.val_metrics[key].update(val, weight)
@@ -166,19 +167,21 @@ class VQVAEModule(pl.LightningModule):
 
     @torch.no_grad()
     def reconstruction_errors(
-        self, recon: Tensor, target: Tensor, enc_cond: Tensor, mask: Tensor
+        self, recon: Tensor, target: Tensor, enc_cond: Tensor, mask: Tensor, world_canonical: Tensor | None = None
     ) -> tuple[dict[str, tuple[Tensor, int]], dict[str, Tensor]]:
         """Mean errors over the valid frames of ``recon`` vs ``target`` (``[N, T, 135]`` normalised).
 
         Returns ``({name: (mean value, number of valid frames)}, {"pred": joints, "gt": joints})`` with MPJPE (mm),
         the mean-pose baseline MPJPE (mm), root translation error (mm) and root rotation error (degrees); joints
-        ``[N, T, 22, 3]`` in the canonical frame.
+        ``[N, T, 22, 3]``: in the world when ``world_canonical`` (the GT canonical frames ``[N, T, 9]``,
+        denormalised) is given - both placed on the ground-truth trajectory, as the reference's VQ-VAE outputs are -
+        else in each person's canonical frame. Distances (MPJPE) are the same either way.
         """
         mean, std = self._value_stats()
         betas = (enc_cond[..., :10].double() * self.stats_std[:10] + self.stats_mean[:10]).float()
-        gt = self._joints(target * std + mean, betas)
-        pred = self._joints(recon * std + mean, betas)
-        mean_pose = self._joints(torch.zeros_like(target) * std + mean, betas)
+        gt = self._joints(target * std + mean, betas, world_canonical)
+        pred = self._joints(recon * std + mean, betas, world_canonical)
+        mean_pose = self._joints(torch.zeros_like(target) * std + mean, betas, world_canonical)
         m = mask.bool()
         n = int(m.sum())
         mpjpe = (pred - gt).norm(dim=-1).mean(-1)[m].mean() * 1000.0
@@ -192,12 +195,27 @@ class VQVAEModule(pl.LightningModule):
                   "root_rot_deg": (r_err, n)}
         return errors, {"pred": pred, "gt": gt}
 
-    def _joints(self, value: Tensor, betas: Tensor) -> Tensor:
-        """FK of joints 0..21 in the canonical frame: ``value[N, T, 135]`` denormalised -> ``[N, T, 22, 3]``."""
+    def _world_canonical(self, batch: dict[str, Tensor]) -> Tensor:
+        """Denormalised GT ``T_world_canonical`` of every (person, frame): ``[N, T, 9]``."""
+        x = batch["x"]
+        if x.shape[2] != 1:
+            x = fold_persons(x)[:, :, None]
+        sl = self.layout.world_canon
+        return (x[:, :, 0, sl].double() * self.stats_std[sl] + self.stats_mean[sl]).float()
+
+    def _joints(self, value: Tensor, betas: Tensor, world_canonical: Tensor | None = None) -> Tensor:
+        """FK of joints 0..21: ``value[N, T, 135]`` denormalised -> ``[N, T, 22, 3]``.
+
+        The root is ``T_canonical_root`` from ``value``; with ``world_canonical [N, T, 9]`` it is placed in the world
+        as ``C(t) . T_canonical_root(t)``.
+        """
         n, t = value.shape[:2]
         body = rot6d_to_matrix(value[..., BODY_6D].reshape(n, t, 21, 6))
-        root_r = rot6d_to_matrix(value[..., ROOT_6D])
-        pos, _ = self.body_model.forward_kinematics(body, root_r, value[..., ROOT_T], betas)
+        root = value[..., ROOT_6D.start:ROOT_T.stop]
+        if world_canonical is not None:
+            root = tf9_compose(world_canonical, root)
+        root_r, root_t = tf9_to_rt(root)
+        pos, _ = self.body_model.forward_kinematics(body, root_r, root_t, betas)
         return pos
 
     # ------------------------------------------------------------------------------------------ optimiser
