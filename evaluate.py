@@ -1,0 +1,49 @@
+"""Evaluate a directory of generated outputs: ``python evaluate.py run_dir=outputs/... [mode=reference] ...``.
+
+Thin Hydra entry point around :func:`magnet.evaluation.evaluate_directory` (options in ``conf/evaluate.yaml``).
+User errors print ``error: <one line>`` on stderr and exit with code 2, leaving no output files.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import hydra
+from omegaconf import DictConfig
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
+def main(cfg: DictConfig) -> None:
+    from magnet.errors import ConfigError, MagnetError
+    from magnet.evaluation import evaluate_directory
+
+    try:
+        if cfg.run_dir in (None, ""):
+            raise ConfigError("run_dir is required: python evaluate.py run_dir=<directory of sampled *.npz outputs>")
+        result = evaluate_directory(
+            cfg.run_dir,
+            mode=cfg.mode,
+            whole_seq=bool(cfg.whole_seq),
+            seq_len=None if cfg.seq_len is None else int(cfg.seq_len),
+            sample_num=None if cfg.sample_num is None else int(cfg.sample_num),
+            test_set=cfg.test_set,
+            fps=int(cfg.fps),
+            body_model=cfg.body_model,
+            seed=int(cfg.seed),
+            allow_missing_config=bool(cfg.allow_missing_config),
+            baselines=bool(cfg.baselines),
+        )
+    except MagnetError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    if cfg.print_summary:
+        from rich.console import Console
+        from rich.markdown import Markdown
+
+        Console().print(Markdown(result.summary))
+    for path in result.files.values():
+        print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

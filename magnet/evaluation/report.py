@@ -1,0 +1,97 @@
+"""The human-readable summary of an evaluation: one markdown table (metric, unit, generated, GT baseline)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+__all__ = ["format_value", "summary_markdown", "summary_rows"]
+
+
+def format_value(value: Any) -> str:
+    """Numbers with 4 significant digits; ``None`` -> ``n/a``; ints as they are."""
+    if value is None:
+        return "n/a"
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "nan"
+        return f"{value:.4g}"
+    return str(value)
+
+
+def _get(d: dict, path: str) -> Any:
+    cur: Any = d
+    for part in path.split("."):
+        if not isinstance(cur, dict) or part not in cur:
+            return None
+        cur = cur[part]
+    return cur
+
+
+def summary_rows(result: dict) -> list[tuple[str, str, Any, Any]]:
+    """``(metric, unit, generated, GT baseline)`` rows of an evaluation dict (``body``/``baseline``/``meta``)."""
+    body, base, meta = result["body"], result["baseline"], result["meta"]
+    length = meta.get("length_unit", "mm")
+    rows: list[tuple[str, str, Any, Any]] = []
+    for key, unit in (("g", "m^2"), ("k", "(m/s)^2")):
+        what = "positions" if key == "g" else "velocities"
+        rows.append((f"FD per frame ({what}, {key})", unit, _get(body, f"{key}.solo.fd"),
+                     _get(base, f"{key}.solo.fd")))
+        rows.append((f"FD 30-frame windows / 30 ({key})", unit, _get(body, f"{key}.solo_seq.fd"),
+                     _get(base, f"{key}.solo_seq.fd")))
+        rows.append((f"sample diversity ({key})", unit, _get(body, f"{key}.solo.div_sample"),
+                     _get(base, f"{key}.solo.div_sample")))
+        rows.append((f"sample diversity, 1 s chunks ({key})", unit, _get(body, f"{key}.solo_seq.div_sample"),
+                     _get(base, f"{key}.solo_seq.div_sample")))
+    for name, unit in (("mpjpe", length), ("mpjve", f"{length}/s")):
+        keys = [k for k in body if k.startswith(name) and "best_list" not in k]
+        best_keys = [k for k in body if k.startswith(f"{name}_best_list")]
+        if keys:
+            rows.append((f"{name.upper()} (mean over samples)", unit, body[keys[0]], base.get(keys[0])))
+        if best_keys and body[best_keys[0]]:
+            curve = body[best_keys[0]]
+            rows.append((f"{name.upper()} best of {len(curve)}", unit, curve[-1], None))
+    for key in ("g", "k"):
+        if "corr_gen" in body.get(key, {}):
+            rows.append((f"person correlation ({key})", "-", body[key]["corr_gen"], body[key]["corr_gt"]))
+    gen, gt = body["g"]["foot_skate_gen"], body["g"]["foot_skate_gt"]
+    speed_key = "avg_foot_sliding_vel_m_per_s" if "avg_foot_sliding_vel_m_per_s" in gen else "avg_foot_sliding_vel"
+    rows.append(("foot sliding ratio", "fraction", gen["foot_sliding_ratio"], gt["foot_sliding_ratio"]))
+    rows.append(("foot sliding speed", "m/s", gen[speed_key], gt[speed_key]))
+    pen, pen_gt = body["g"]["penetration_gen"], body["g"]["penetration_gt"]
+    rows.append(("penetration ratio", "fraction", pen["penetration_ratio"], pen_gt["penetration_ratio"]))
+    rows.append(("penetration total depth (avg)", "m", pen["avg_total_penetration"], pen_gt["avg_total_penetration"]))
+    rows.append(("penetration max depth (avg)", "m", pen["avg_max_depth"], pen_gt["avg_max_depth"]))
+    rows.append(("penetration max depth (overall)", "m", pen["overall_max_depth"], pen_gt["overall_max_depth"]))
+    return rows
+
+
+def summary_markdown(result: dict) -> str:
+    """The markdown summary: the metric table, then counts and settings."""
+    meta = result["meta"]
+    lines = [
+        "# Evaluation summary",
+        "",
+        "| metric | unit | generated | GT baseline |",
+        "|---|---|---|---|",
+    ]
+    for name, unit, gen, base in summary_rows(result):
+        lines.append(f"| {name} | {unit} | {format_value(gen)} | {format_value(base)} |")
+    lines += [
+        "",
+        ("GT baseline: FD between two disjoint halves of the GT clips; diversity 0 (one GT per context); "
+         "MPJPE/MPJVE of holding the last context frame; correlation, foot sliding and penetration of the GT."),
+        "",
+        (f"- mode: {meta['mode']} (task: {meta['task']}, evaluated persons: {meta['evaluated_persons']})"),
+        (f"- frames: {meta['frames']}; clips: {meta['clips']}; samples per clip: {meta['samples_per_clip']}; "
+         f"persons per clip: {', '.join(str(p) for p in meta['persons_per_clip'])}"),
+        (f"- evaluated frames: generated {meta['generated_frames']} (per sample), GT {meta['gt_frames']}; "
+         f"fps {meta['fps']}"),
+        f"- seed: {meta['seed']}; body model: {meta['body_model']}",
+        "",
+    ]
+    return "\n".join(lines)
