@@ -83,9 +83,16 @@ def frechet_distance_gaussian(mu1: Tensor, cov1: Tensor, mu2: Tensor, cov2: Tens
                         f"cov {tuple(cov1.shape)} / {tuple(cov2.shape)}; both sets need the same feature dim")
     s1 = _regularised(cov1.to(torch.float64), eps)
     s2 = _regularised(cov2.to(torch.float64), eps)
-    evals, evecs = torch.linalg.eigh(s1)
-    s1_half = (evecs * evals.clamp_min(0.0).sqrt().unsqueeze(-2)) @ evecs.T
-    mid = s1_half @ s2 @ s1_half
+    # tr sqrt(S1^1/2 S2 S1^1/2) = sum sqrt(eig(S1 S2)); with S1 = L L^T (S1 is positive definite after the
+    # regulariser) the same eigenvalues are those of the symmetric L^T S2 L: one Cholesky + one eigvalsh instead
+    # of two eigendecompositions (about 2-3x faster for the 1890-dim windowed features).
+    chol, info = torch.linalg.cholesky_ex(s1)
+    if int(info) == 0:
+        mid = chol.T @ s2 @ chol
+    else:  # not numerically positive definite: fall back to the symmetric square root
+        evals, evecs = torch.linalg.eigh(s1)
+        s1_half = (evecs * evals.clamp_min(0.0).sqrt().unsqueeze(-2)) @ evecs.T
+        mid = s1_half @ s2 @ s1_half
     lam = torch.linalg.eigvalsh(0.5 * (mid + mid.T)).clamp_min(0.0)
     diff = mu1 - mu2
     return diff @ diff + torch.trace(s1) + torch.trace(s2) - 2.0 * lam.sqrt().sum()
