@@ -9,7 +9,9 @@ DATA_DIR ?= data
 export WANDB_MODE ?= offline
 export MPLBACKEND ?= Agg
 
-.PHONY: install test test-slow demo bench lint clean
+DEMO_DIR ?= outputs/demo
+
+.PHONY: install test test-slow demo data bench lint clean
 
 install: $(STAMP)
 
@@ -25,6 +27,25 @@ test: install
 
 test-slow: install
 	$(PY) -m pytest -q -m slow
+
+# The embedded synthetic dataset (built once into $(DATA_DIR)/synthetic, cached).
+data: install
+	$(PY) -m magnet.data.synthetic --out $(DATA_DIR)
+
+# End to end on the embedded synthetic data: data -> tiny VQ-VAE -> evaluation of an example output directory.
+demo: data
+	rm -rf $(DEMO_DIR)
+	$(PY) train.py experiment=demo_vqvae paths.data_dir=$(DATA_DIR) hydra.run.dir=$(DEMO_DIR)/vqvae
+	$(PY) -m magnet.evaluation.make_example --data $(DATA_DIR)/synthetic --out $(DEMO_DIR)/eval_example \
+		--split test --num-samples 5 --noise 0.05 --frames 150
+	$(PY) evaluate.py run_dir=$(DEMO_DIR)/eval_example
+	@echo "demo outputs: $(DEMO_DIR)"
+
+bench: install
+	$(PY) bench/bench_datamodule.py
+	$(PY) bench/bench_preprocess.py
+	$(PY) bench/bench_vqvae.py
+	$(PY) bench/bench_evaluate.py
 
 lint: install
 	$(VENV)/bin/ruff check .

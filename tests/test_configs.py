@@ -1,0 +1,76 @@
+"""The Hydra configs compose for every option, loggers instantiate offline, the SLURM launcher composes."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+REPO = Path(__file__).resolve().parent.parent
+CONF = REPO / "conf"
+
+DATASETS = sorted(p.stem for p in (CONF / "dataset").glob("*.yaml"))
+PERSONS = {"synthetic": 2, "dd100": 2, "duobox": 2, "embody3d_duo": 2, "embody3d_trio": 3, "embody3d_quad": 4,
+           "embody3d_multi": 4, "interx": 2}
+
+
+def _compose(overrides):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose(config_name="train", overrides=overrides)
+
+
+def test_every_dataset_is_listed_with_its_person_count():
+    assert set(DATASETS) == set(PERSONS)
+    for name in DATASETS:
+        cfg = _compose([f"dataset={name}", "paths.data_dir=/data"])
+        assert cfg.dataset.person_num == PERSONS[name]
+        for entry in cfg.dataset.datasets:
+            assert entry.dir.startswith("/data")
+        assert cfg.data.person_num == 1  # stage 1 always sees one person per window
+
+
+def test_vqvae_stage_has_the_reference_recipe():
+    cfg = _compose(["stage=vqvae", "dataset=dd100"])
+    s = cfg.stage
+    assert (s.batch_size, s.lr, s.weight_decay, s.total_steps, s.warmup_steps, s.grad_clip, s.sequence_len) == (
+        256, 2e-4, 1e-4, 100_000, 15_000, 0.5, 64)
+    assert cfg.seed == 1111 and s.min_lr_ratio == 0.05
+    assert dict(s.loss_weights) == {
+        "geo_body_joint_rotations": 1.0, "geo_canonical_root_rotations": 0.5, "canonical_root_translations": 0.5,
+        "body_joint_rotations": 0.0, "canonical_root_rotations": 0.0, "commit_loss": 0.3}
+    assert cfg.dataset.datasets[0].name == "dd100"
+    module = OmegaConf.to_container(s.module, resolve=True)
+    assert module["model"] == {"preset": "paper"} and module["total_steps"] == 100_000
+
+
+def test_loggers_instantiate_offline(tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    cfg = _compose(["logger=many"])
+    assert set(cfg.logger) == {"csv", "tensorboard", "wandb"}
+    assert cfg.logger.wandb.offline is True
+    for name, lcfg in cfg.logger.items():
+        lcfg.save_dir = str(tmp_path / name)
+        logger = instantiate(lcfg)
+        logger.log_metrics({"x": 1.0}, step=0)
+        logger.finalize("success")
+    assert (tmp_path / "csv").exists() and (tmp_path / "tensorboard").exists()
+    assert any((tmp_path / "wandb").rglob("*offline*"))
+
+
+def test_slurm_launcher_composes():
+    res = subprocess.run([sys.executable, "train.py", "hydra/launcher=slurm",
+                          "--cfg", "hydra"], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "SlurmLauncher" in res.stdout and "timeout_min: 4320" in res.stdout
+
+
+@pytest.mark.parametrize("experiment", sorted(p.stem for p in (CONF / "experiment").glob("*.yaml")))
+def test_experiments_compose(experiment):
+    cfg = _compose([f"experiment={experiment}"])
+    assert cfg.model.name == "tiny" and cfg.trainer.accelerator == "cpu"
