@@ -17,7 +17,6 @@ install: $(STAMP)
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet $(TORCH_SPEC)
 	$(PY) -m pip install --quiet -e ".[dev,video]"
 	@touch $(STAMP)
@@ -32,10 +31,13 @@ test-slow: install
 data: install
 	$(PY) -m magnet.data.synthetic --out $(DATA_DIR)
 
-# End to end on the embedded synthetic data: data -> tiny VQ-VAE -> evaluation of an example output directory.
+# End to end on the embedded synthetic data: data -> tiny VQ-VAE -> tiny DFoT -> evaluation of an example
+# output directory.
 demo: data
 	rm -rf $(DEMO_DIR)
 	$(PY) train.py experiment=demo_vqvae paths.data_dir=$(DATA_DIR) hydra.run.dir=$(DEMO_DIR)/vqvae
+	$(PY) train.py experiment=demo_dfot paths.data_dir=$(DATA_DIR) hydra.run.dir=$(DEMO_DIR)/dfot \
+		stage.vqvae_ckpt=$(DEMO_DIR)/vqvae/vqvae.safetensors
 	$(PY) -m magnet.evaluation.make_example --data $(DATA_DIR)/synthetic --out $(DEMO_DIR)/eval_example \
 		--split test --num-samples 5 --noise 0.05 --frames 150
 	$(PY) evaluate.py run_dir=$(DEMO_DIR)/eval_example
@@ -45,6 +47,7 @@ bench: install
 	$(PY) bench/bench_datamodule.py
 	$(PY) bench/bench_preprocess.py
 	$(PY) bench/bench_vqvae.py
+	$(PY) bench/bench_dfot.py --sizes paper tiny --steps 5
 	$(PY) bench/bench_evaluate.py
 
 lint: install

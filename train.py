@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from magnet.cli import check_choices, one_line_warnings, run_guarded
 
@@ -59,7 +59,7 @@ def check_checkpoint(path: str, stage: str) -> None:
         raise CheckpointError(f"checkpoint {p} not found; pass ckpt_path=<run dir>/checkpoints/last.ckpt")
     try:
         ckpt = torch.load(p, map_location="cpu", weights_only=False)
-    except Exception as exc:  # noqa: BLE001 - any failure to unpickle means a corrupt file for the user
+    except Exception as exc:
         raise CheckpointError(f"checkpoint {p} cannot be read ({type(exc).__name__}); the file is corrupt or "
                               "not a Lightning checkpoint") from exc
     found = ckpt.get("magnet", {}).get("stage") if isinstance(ckpt, dict) else None

@@ -21,7 +21,7 @@ def one_line_warnings() -> None:
     """Print Python warnings as ``warning: <message>`` on one line (no source line echo)."""
     import warnings
 
-    def _format(message, category, filename, lineno, line=None):  # noqa: ANN001 - warnings API
+    def _format(message, category, filename, lineno, line=None):
         return f"warning: {' '.join(str(message).split())}\n"
 
     warnings.formatwarning = _format
@@ -73,7 +73,7 @@ def run_guarded(fn: Callable[..., Any], *args: Any, cleanup_dir: Path | None = N
     """
     try:
         return fn(*args, **kwargs)
-    except Exception as exc:  # noqa: BLE001 - only user errors are converted, the rest re-raised
+    except Exception as exc:
         err = unwrap_user_error(exc)
         if err is None:
             raise

@@ -65,7 +65,7 @@ def test_loggers_instantiate_offline(tmp_path, monkeypatch):
 
 def test_slurm_launcher_composes():
     res = subprocess.run([sys.executable, "train.py", "hydra/launcher=slurm",
-                          "--cfg", "hydra"], cwd=REPO, capture_output=True, text=True, timeout=120)
+                          "--cfg", "hydra"], cwd=REPO, capture_output=True, text=True, timeout=120, check=False)
     assert res.returncode == 0, res.stderr[-2000:]
     assert "SlurmLauncher" in res.stdout and "timeout_min: 4320" in res.stdout
 

@@ -26,7 +26,7 @@ def _datamodule(root, batch_size=16):
 
 
 def _module(**kw):
-    args = dict(model="tiny", lr=1e-3, warmup_steps=5, total_steps=1000, min_lr_ratio=0.05)
+    args = {"model": "tiny", "lr": 1e-3, "warmup_steps": 5, "total_steps": 1000, "min_lr_ratio": 0.05}
     args.update(kw)
     return VQVAEModule(**args)
 
@@ -120,7 +120,7 @@ def test_export_weights_round_trip(synthetic_root, tmp_path):
 
 
 def _run(args, cwd=REPO):
-    return subprocess.run([sys.executable, "train.py", *args], cwd=cwd, capture_output=True, text=True, timeout=600)
+    return subprocess.run([sys.executable, "train.py", *args], cwd=cwd, capture_output=True, text=True, timeout=600, check=False)
 
 
 def test_train_py_end_to_end(synthetic_root, tmp_path):

@@ -68,7 +68,7 @@ class HDF5Writer:
         self._stack: contextlib.ExitStack | None = None
         self._file: h5py.File | None = None
 
-    def __enter__(self) -> HDF5Writer:
+    def __enter__(self) -> HDF5Writer:  # noqa: PYI034 - typing.Self needs Python 3.11
         stack = contextlib.ExitStack()
         try:
             tmp = stack.enter_context(atomic_path(self.path))
@@ -143,7 +143,7 @@ class DatasetFile:
     def close(self) -> None:
         self._file.close()
 
-    def __enter__(self) -> DatasetFile:
+    def __enter__(self) -> DatasetFile:  # noqa: PYI034 - typing.Self needs Python 3.11
         return self
 
     def __exit__(self, *exc: object) -> None:
