@@ -30,11 +30,9 @@ file's (per-person entries; the partner entries, which only the DFoT uses, come 
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any
 
-import lightning.pytorch as pl
 import numpy as np
 import torch
 from lightning.pytorch.utilities import rank_zero_info
@@ -58,10 +56,9 @@ from magnet.models.vqvae import (
     unfold_persons,
     vqvae_inputs,
 )
-from magnet.representation import STATS_DIM, STATS_PER_PERSON, MotionStats, PackedLayout
+from magnet.representation import STATS_PER_PERSON, MotionStats, PackedLayout
+from magnet.training.base import MagnetModule, stats_from_metadata
 from magnet.training.latent_cache import CachedLatentDataset, LatentCache
-from magnet.training.schedule import build_warmup_cosine
-from magnet.training.vqvae_module import rng_state, set_rng_state
 
 __all__ = ["DEFAULT_DFOT_LOSS_WEIGHTS", "DFoTModule", "load_stage1"]
 
@@ -102,7 +99,7 @@ def load_stage1(path: str | Path) -> tuple[PoseVQVAE, MotionStats | None]:
     if fmt == "magnet-dfot-1":
         raise CheckpointError(f"{p} holds DFoT weights, not a VQ-VAE; pass the stage-1 vqvae.safetensors")
     model = load_vqvae(p)
-    return model.eval(), _stats_from_metadata(meta, p)
+    return model.eval(), stats_from_metadata(meta, p)
 
 
 def _safetensors_metadata(p: Path) -> dict[str, str]:
@@ -114,18 +111,6 @@ def _safetensors_metadata(p: Path) -> dict[str, str]:
     except Exception as exc:
         raise CheckpointError(f"cannot read VQ-VAE file {p} ({type(exc).__name__}); the file is corrupt or neither a "
                               "safetensors weights file nor a Lightning checkpoint") from exc
-
-
-def _stats_from_metadata(meta: dict[str, str], p: Path) -> MotionStats | None:
-    if "stats_mean" not in meta or "stats_std" not in meta:
-        return None
-    try:
-        mean = np.array([float(v) for v in meta["stats_mean"].split(",")], dtype=np.float64)
-        std = np.array([float(v) for v in meta["stats_std"].split(",")], dtype=np.float64)
-    except ValueError as exc:
-        raise CheckpointError(f"{p}: metadata stats_mean/stats_std are not comma-separated numbers; re-export the "
-                              "stage-1 weights") from exc
-    return MotionStats(mean, std, source=str(p))
 
 
 def _load_stage1_ckpt(p: Path) -> tuple[PoseVQVAE, MotionStats | None]:
@@ -157,7 +142,7 @@ def _load_stage1_ckpt(p: Path) -> tuple[PoseVQVAE, MotionStats | None]:
 # ------------------------------------------------------------------------------------------------- module
 
 
-class DFoTModule(pl.LightningModule):
+class DFoTModule(MagnetModule):
     """Trains :class:`magnet.models.dfot.DFoT` on the latents of a frozen stage-1 VQ-VAE.
 
     ``vqvae``: stage-1 ``vqvae.safetensors``, a stage-1 ``.ckpt`` or run directory (:func:`load_stage1`).
@@ -171,6 +156,8 @@ class DFoTModule(pl.LightningModule):
     the default skeleton). ``stats``: :class:`MotionStats` or npz path (else the VQ-VAE file's / the datamodule's).
     ``latent_cache``: encode the training split once at fit start (:mod:`magnet.training.latent_cache`).
     """
+
+    STAGE = "dfot"
 
     def __init__(
         self,
@@ -235,8 +222,7 @@ class DFoTModule(pl.LightningModule):
         for k in self.val_levels + ([int(recon_level)] if recon_level is not None else []):
             if not 0 <= k < self.diffusion.max_t:
                 raise ConfigError(f"validation level {k} out of range [0, {self.diffusion.max_t})")
-        self.register_buffer("stats_mean", torch.full((STATS_DIM,), math.nan, dtype=torch.float64))
-        self.register_buffer("stats_std", torch.full((STATS_DIM,), math.nan, dtype=torch.float64))
+        self.init_stats()
         self.loss_fn: DFoTLoss | None = None
         if stats is not None:
             stats = MotionStats.load(stats) if isinstance(stats, (str, Path)) else stats
@@ -258,14 +244,9 @@ class DFoTModule(pl.LightningModule):
         self.vqvae.eval()
         return self
 
-    @property
-    def has_stats(self) -> bool:
-        return bool(torch.isfinite(self.stats_mean[STATS_PER_PERSON]).all())
-
     def set_stats(self, stats: MotionStats) -> None:
         """Store the normalisation statistics (``[361]`` mean/std) and build the loss with them."""
-        self.stats_mean.copy_(torch.as_tensor(np.asarray(stats.mean), dtype=torch.float64))
-        self.stats_std.copy_(torch.as_tensor(np.asarray(stats.std), dtype=torch.float64))
+        super().set_stats(stats)
         w = self.loss_weights
         consistency = w["consistency"] if self.hparams.objective == "pred_x0" else 0.0
         self.loss_fn = DFoTLoss(
@@ -459,9 +440,9 @@ class DFoTModule(pl.LightningModule):
         recon_vq = self.vqvae.decode(fold_persons(gt["pose_latent"]).to(value.dtype), dec_gt, latent_mask)
         mean, std = value_mean_std(self.stats_mean, self.stats_std)
         mean, std = mean.to(value), std.to(value)
-        betas = (enc_cond[..., :10].double() * self.stats_std[:10] + self.stats_mean[:10]).to(value.dtype)
+        betas = self.denormalise(enc_cond, slice(0, 10)).to(value.dtype)
         sl = self.packed_layout.world_canon
-        world = fold_persons((x[..., sl].double() * self.stats_std[sl] + self.stats_mean[sl]).to(value.dtype))
+        world = fold_persons(self.denormalise(x, sl).to(value.dtype))
         joints_gt = value_joints(self.body_model, value * std + mean, betas, world)
         joints_pred = value_joints(self.body_model, recon * std + mean, betas, world)
         joints_vq = value_joints(self.body_model, recon_vq * std + mean, betas, world)
@@ -478,12 +459,8 @@ class DFoTModule(pl.LightningModule):
 
     # ------------------------------------------------------------------------------------------ optimiser
 
-    def configure_optimizers(self):
-        hp = self.hparams
-        opt = torch.optim.AdamW(self.model.parameters(), lr=hp.lr, weight_decay=hp.weight_decay,
-                                betas=tuple(hp.adam_betas))
-        sched = build_warmup_cosine(opt, hp.warmup_steps, hp.total_steps, hp.min_lr_ratio)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step", "frequency": 1}}
+    def trainable_parameters(self):
+        return self.model.parameters()  # the frozen VQ-VAE is not handed to the optimiser
 
     # ------------------------------------------------------------------------------------------ checkpoints
 
@@ -492,9 +469,8 @@ class DFoTModule(pl.LightningModule):
         return {"max_t": d.max_t, "objective": d.objective, "noise_sampling": d.noise_sampling,
                 "min_snr_weight": d.use_min_snr_weight, "logsnr_mu": d.logsnr_mu, "logsnr_sigma": d.logsnr_sigma}
 
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["magnet"] = {
-            "stage": "dfot",
+    def checkpoint_info(self) -> dict[str, Any]:
+        return {
             "model_config": self.model.config.to_dict(),
             "num_persons": self.model.num_persons,
             "latent_dim": self.token_layout.latent_dim,
@@ -502,13 +478,7 @@ class DFoTModule(pl.LightningModule):
             "vqvae_config": self.vqvae.config.to_dict(),
             "vqvae_source": self.vqvae_source,
             "diffusion": self.diffusion_config(),
-            "rng": rng_state(),
         }
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        rng = checkpoint.get("magnet", {}).get("rng")
-        if rng is not None:
-            set_rng_state(rng)
 
     def export_weights(self, path: str | Path) -> Path:
         """Write ``path`` (the DFoT: :func:`magnet.models.dfot.save_dfot`, with the diffusion options as
@@ -518,12 +488,8 @@ class DFoTModule(pl.LightningModule):
         meta = {"stage": "dfot", "vqvae": "vqvae.safetensors",
                 **{f"diffusion.{k}": json.dumps(v) if isinstance(v, bool) else str(v)
                    for k, v in self.diffusion_config().items()}}
-        if self.has_stats:
-            meta["stats_mean"] = ",".join(repr(float(v)) for v in self.stats_mean.tolist())
-            meta["stats_std"] = ",".join(repr(float(v)) for v in self.stats_std.tolist())
-        vq_meta = {"stage": "vqvae", "source": self.vqvae_source}
-        if "stats_mean" in meta:
-            vq_meta.update(stats_mean=meta["stats_mean"], stats_std=meta["stats_std"])
+        meta.update(self.stats_metadata())
+        vq_meta = {"stage": "vqvae", "source": self.vqvae_source, **self.stats_metadata()}
         save_vqvae(self.vqvae, path.with_name("vqvae.safetensors"), metadata=vq_meta)
         return save_dfot(self.model, path, metadata=meta)
 

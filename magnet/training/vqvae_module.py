@@ -17,13 +17,9 @@ self-contained.
 
 from __future__ import annotations
 
-import math
-import random
 from pathlib import Path
 from typing import Any
 
-import lightning.pytorch as pl
-import numpy as np
 import torch
 from torch import Tensor
 from torchmetrics import MeanMetric
@@ -32,15 +28,15 @@ from magnet.body import load_body_model
 from magnet.geometry import geodesic_angle, rot6d_to_matrix, tf9_compose, tf9_to_rt
 from magnet.models.losses import value_mean_std, vqvae_losses
 from magnet.models.vqvae import PoseVQVAE, VQVAEConfig, fold_persons, save_vqvae, vqvae_inputs
-from magnet.representation import STATS_DIM, MotionStats, PackedLayout
-from magnet.training.schedule import build_warmup_cosine
+from magnet.representation import MotionStats, PackedLayout
+from magnet.training.base import MagnetModule
 
 BODY_6D = slice(0, 126)
 ROOT_6D = slice(126, 132)
 ROOT_T = slice(132, 135)
 
 
-class VQVAEModule(pl.LightningModule):
+class VQVAEModule(MagnetModule):
     """Trains :class:`magnet.models.vqvae.PoseVQVAE` on one-person windows.
 
     ``model``: a preset name (``paper`` | ``tiny``) or a dict ``{preset: ..., **VQVAEConfig overrides}``.
@@ -48,6 +44,8 @@ class VQVAEModule(pl.LightningModule):
     ``body_model``: SMPL-X file for the validation FK (None: the built-in default skeleton).
     ``stats``: a :class:`MotionStats` or an npz path; if None it is taken from the datamodule at ``setup``.
     """
+
+    STAGE = "vqvae"
 
     def __init__(
         self,
@@ -68,8 +66,7 @@ class VQVAEModule(pl.LightningModule):
         self.model = PoseVQVAE(_model_config(model))
         self.layout = PackedLayout(1)
         self.loss_weights = dict(loss_weights or {})
-        self.register_buffer("stats_mean", torch.full((STATS_DIM,), math.nan, dtype=torch.float64))
-        self.register_buffer("stats_std", torch.full((STATS_DIM,), math.nan, dtype=torch.float64))
+        self.init_stats()
         if stats is not None:
             self.set_stats(MotionStats.load(stats) if isinstance(stats, (str, Path)) else stats)
         # Loaded now so that a missing or malformed SMPL-X file fails before training starts.
@@ -81,15 +78,6 @@ class VQVAEModule(pl.LightningModule):
         )
 
     # ------------------------------------------------------------------------------------------ setup
-
-    def set_stats(self, stats: MotionStats) -> None:
-        """Store the dataset's normalisation statistics (``[361]`` mean and std) in the module."""
-        self.stats_mean.copy_(torch.as_tensor(np.asarray(stats.mean), dtype=torch.float64))
-        self.stats_std.copy_(torch.as_tensor(np.asarray(stats.std), dtype=torch.float64))
-
-    @property
-    def has_stats(self) -> bool:
-        return bool(torch.isfinite(self.stats_mean[:352]).all())
 
     def setup(self, stage: str) -> None:
         dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
@@ -178,7 +166,7 @@ class VQVAEModule(pl.LightningModule):
         else in each person's canonical frame. Distances (MPJPE) are the same either way.
         """
         mean, std = self._value_stats()
-        betas = (enc_cond[..., :10].double() * self.stats_std[:10] + self.stats_mean[:10]).float()
+        betas = self.denormalise(enc_cond, slice(0, 10))
         gt = self._joints(target * std + mean, betas, world_canonical)
         pred = self._joints(recon * std + mean, betas, world_canonical)
         mean_pose = self._joints(torch.zeros_like(target) * std + mean, betas, world_canonical)
@@ -200,8 +188,7 @@ class VQVAEModule(pl.LightningModule):
         x = batch["x"]
         if x.shape[2] != 1:
             x = fold_persons(x)[:, :, None]
-        sl = self.layout.world_canon
-        return (x[:, :, 0, sl].double() * self.stats_std[sl] + self.stats_mean[sl]).float()
+        return self.denormalise(x[:, :, 0], self.layout.world_canon)
 
     def _joints(self, value: Tensor, betas: Tensor, world_canonical: Tensor | None = None) -> Tensor:
         """FK of joints 0..21: ``value[N, T, 135]`` denormalised -> ``[N, T, 22, 3]``.
@@ -220,54 +207,17 @@ class VQVAEModule(pl.LightningModule):
 
     # ------------------------------------------------------------------------------------------ optimiser
 
-    def configure_optimizers(self):
-        hp = self.hparams
-        opt = torch.optim.AdamW(self.model.parameters(), lr=hp.lr, weight_decay=hp.weight_decay,
-                                betas=tuple(hp.adam_betas))
-        sched = build_warmup_cosine(opt, hp.warmup_steps, hp.total_steps, hp.min_lr_ratio)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step", "frequency": 1}}
+    def trainable_parameters(self):
+        return self.model.parameters()
 
     # ------------------------------------------------------------------------------------------ checkpoints
 
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["magnet"] = {
-            "stage": "vqvae",
-            "model_config": self.model.config.to_dict(),
-            "rng": rng_state(),
-        }
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        rng = checkpoint.get("magnet", {}).get("rng")
-        if rng is not None:
-            set_rng_state(rng)
+    def checkpoint_info(self) -> dict[str, Any]:
+        return {"model_config": self.model.config.to_dict()}
 
     def export_weights(self, path: str | Path) -> Path:
         """Write the plain VQ-VAE weights + config + normalisation stats (usable without Lightning)."""
-        meta = {"stage": "vqvae"}
-        if self.has_stats:
-            meta["stats_mean"] = ",".join(repr(float(v)) for v in self.stats_mean.tolist())
-            meta["stats_std"] = ",".join(repr(float(v)) for v in self.stats_std.tolist())
-        return save_vqvae(self.model, path, metadata=meta)
-
-
-def rng_state() -> dict[str, Any]:
-    """torch / numpy / python RNG states in types a ``weights_only`` checkpoint load accepts."""
-    kind, keys, pos, has_gauss, gauss = np.random.get_state()
-    return {
-        "torch": torch.get_rng_state(),
-        "numpy": {"kind": str(kind), "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-                  "has_gauss": int(has_gauss), "gauss": float(gauss)},
-        "python": random.getstate(),
-    }
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    """Restore what :func:`rng_state` saved."""
-    torch.set_rng_state(state["torch"])
-    n = state["numpy"]
-    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
-    py = state["python"]
-    random.setstate((py[0], tuple(py[1]), py[2]))
+        return save_vqvae(self.model, path, metadata={"stage": "vqvae", **self.stats_metadata()})
 
 
 def _model_config(model: str | dict[str, Any] | VQVAEConfig) -> VQVAEConfig:
