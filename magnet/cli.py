@@ -6,6 +6,7 @@ exception; both are turned into ``error: <one line>`` on stderr and exit code 2 
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -83,4 +84,7 @@ def run_guarded(fn: Callable[..., Any], *args: Any, cleanup_dir: Path | None = N
 
             logging.shutdown()  # release Hydra's log file before removing the directory
             shutil.rmtree(cleanup_dir, ignore_errors=True)
+            for parent in list(cleanup_dir.parents)[:2]:  # <stage>/<dataset>/ folders left empty
+                with contextlib.suppress(OSError):
+                    parent.rmdir()
         fail(str(err))
