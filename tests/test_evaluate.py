@@ -29,7 +29,7 @@ from magnet.evaluation import (
     write_output_npz,
 )
 from magnet.evaluation.make_example import make_perturbed_outputs
-from magnet.evaluation.run import _fd, _fd_sums
+from magnet.evaluation.run import _block_half_sums, _fd, _fd_sums
 from magnet.geometry import axis_angle_to_matrix, yaw_matrix
 from magnet.metrics import windowed_frechet_distance
 from magnet.representation import pack_sequence, world_joints
@@ -194,6 +194,22 @@ def test_example_partner_task_keeps_person0(dataset, tmp_path):
     assert np.abs(r[1:, 32:, 1] - r[:1, 32:, 1]).max() > 1e-3
 
 
+def test_example_finds_the_dataset_and_writes_nothing_on_error(dataset, tmp_path):
+    from magnet.evaluation.make_example import main
+
+    root = tmp_path / "data"  # the layout of python -m magnet.data.synthetic --out data
+    (root / "tiny").mkdir(parents=True)
+    (root / "tiny" / "tiny_dataset.hdf5").write_bytes(dataset.read_bytes())
+    assert main(["--data", str(root), "--out", str(tmp_path / "ok"), "--num-samples", "1"]) == 0
+    assert sorted(p.name for p in (tmp_path / "ok").iterdir()) == ["clip0.npz", "clip1.npz", "clip2.npz",
+                                                                     "inf_cfg.yaml"]
+    with pytest.raises(DataError, match="need at least context"):  # every clip is checked before writing
+        make_perturbed_outputs(dataset, "test", tmp_path / "short", context=59)
+    assert not (tmp_path / "short").exists()
+    with pytest.raises(DataError, match="dataset file not found"):
+        make_perturbed_outputs(tmp_path / "none.hdf5", "test", tmp_path / "none")
+
+
 # ------------------------------------------------------------------------------------------ evaluation
 def test_end_to_end_outputs(noisy_dir, fixed_result):
     result = fixed_result[0]
@@ -229,8 +245,9 @@ def test_end_to_end_outputs(noisy_dir, fixed_result):
     assert float(gen["mpjpe_mm"]) == body["mpjpe_mm"]
     summary = (noisy_dir / "eval_summary.md").read_text()
     assert summary == result.summary
-    for word in ("| metric | unit | generated | GT baseline |", "| mm |", "| mm/s |", "m^2", "default skeleton",
-                 "seed: 0", "samples per clip: 3"):
+    for word in ("| metric | unit | generated | GT baseline | baseline is |", "| mm |", "| mm/s |", "m^2",
+                 "default skeleton", "seed: 0", "samples per clip: 3", "GT vs GT (1)", "alternating 1-second blocks",
+                 "last context frame held (2)"):
         assert word in summary
 
 
@@ -332,11 +349,29 @@ def test_windowed_fd_pooling_matches_metric():
     gen = [torch.randn(3, 45, 2, 2, dtype=torch.float64), torch.randn(3, 20, 2, 2, dtype=torch.float64),
            torch.randn(3, 61, 2, 2, dtype=torch.float64)]
     gt = [g[:1] + 0.3 for g in gen]
-    got = _fd(_fd_sums(gt, True)[0], _fd_sums(gen, True)[0], True)
+    got = _fd(_fd_sums(gt, True), _fd_sums(gen, True), True)
     assert got == pytest.approx(windowed_frechet_distance(gt, gen), rel=1e-10)
-    total, halves = _fd_sums(gt, False, [0, 1, 1])
-    assert float(halves[0][0]) == 45 * 2 and float(halves[1][0]) == (20 + 61) * 2
-    assert torch.allclose(halves[0][2] + halves[1][2], total[2])
+    assert _fd_sums([gen[1]], True) is None  # 20 frames: no 30-frame window
+
+
+def test_gt_vs_gt_baseline_alternates_one_second_blocks():
+    x = torch.arange(90, dtype=torch.float64).reshape(1, 90, 1, 1).expand(1, 90, 1, 2)  # frame index as feature
+    h0, h1 = _block_half_sums([x], False, 30, [0])
+    assert (float(h0[0]), float(h1[0])) == (60, 30)  # blocks [0, 30) and [60, 90) vs [30, 60)
+    assert float(h0[1][0]) == sum(range(30)) + sum(range(60, 90)) and float(h1[1][0]) == sum(range(30, 60))
+    h0, h1 = _block_half_sums([x], False, 30, [1])  # the other phase swaps the halves
+    assert (float(h0[0]), float(h1[0])) == (30, 60)
+    # windows (start 0, 10, ..., 60) go to the half of the block holding their first frame: 0-20, 60 | 30-50
+    h0, h1 = _block_half_sums([x], True, 30, [0])
+    assert (float(h0[0]), float(h1[0])) == (4, 3) and h0[1].shape == (60,)
+    assert float(h1[1][0]) == 30 + 40 + 50  # first value of each window = its start frame
+    # a clip that repeats every second: both halves hold the same frames, the baseline FD is ~0
+    period = torch.randn(1, 30, 2, 3, dtype=torch.float64)
+    rep = period.repeat(1, 4, 1, 1)
+    halves = _block_half_sums([rep], False, 30, [0])
+    assert abs(_fd(halves[0], halves[1], False)) < 1e-5
+    # one clip is enough (the old clip-halves baseline needed two), a 1-block clip gives no baseline
+    assert _fd(*_block_half_sums([x[:, :20]], False, 30, [0]), False) is None
 
 
 def test_csv_lines_follow_reference_rules():

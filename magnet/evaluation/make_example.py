@@ -39,13 +39,19 @@ FADE_FRAMES = 8
 
 
 def _resolve_hdf5(data: str | os.PathLike) -> Path:
-    """``data`` itself, or the single ``*_dataset.hdf5`` inside a dataset directory."""
+    """``data`` itself, or the single ``*_dataset.hdf5`` inside a dataset directory or one of its subdirectories
+    (``python -m magnet.data.synthetic --out DIR`` writes ``DIR/synthetic/synthetic_dataset.hdf5``)."""
     path = Path(data)
     if path.is_dir():
-        found = sorted(path.glob("*_dataset.hdf5"))
+        found = sorted(path.glob("*_dataset.hdf5")) or sorted(path.glob("*/*_dataset.hdf5"))
         if len(found) != 1:
-            raise DataError(f"{path} holds {len(found)} *_dataset.hdf5 files; pass --data <file.hdf5>")
+            names = ", ".join(str(f) for f in found[:3])
+            raise DataError(f"{path} holds {len(found)} *_dataset.hdf5 files{' (' + names + ')' if names else ''}; "
+                            "pass --data <file.hdf5>")
         return found[0]
+    if not path.is_file():
+        raise DataError(f"dataset file not found: {path}; build one (python -m magnet.data.synthetic --out data) "
+                        "and pass --data <file.hdf5 or its directory>")
     return path
 
 
@@ -129,14 +135,17 @@ def make_perturbed_outputs(
         if not names:
             raise DataError(f"{path}: split {split!r} has no sequences; choose another split with --split")
         names = names[:max_clips] if max_clips is not None else names
-        for i, name in enumerate(names):
+        clips = []
+        for name in names:  # read and check every clip before writing anything (no partial output)
             x = f.read(split, name)
             if num_frames is not None:
                 x = x[:num_frames]
+            if x.shape[0] < context + 2:
+                raise DataError(f"{path} {split}/{name}: {x.shape[0]} frames, need at least context + 2 = "
+                                f"{context + 2}; lower --context")
+            clips.append((name, x))
+        for i, (name, x) in enumerate(clips):
             T, P = x.shape[:2]
-            if T < context + 2:
-                raise DataError(f"{path} {split}/{name}: {T} frames, need at least context + 2 = {context + 2}; "
-                                "lower --context")
             persons = list(range(1, P)) if task in CONDITIONED_TASKS and P > 1 else None
             rng = np.random.default_rng([int(seed), i])
             arrays = perturb_clip(x, num_samples, noise, root_drift, context, rng, persons, fps)

@@ -13,7 +13,7 @@ Two modes:
   use all of them); the metric functions' fixed behaviour; MPJPE in mm; keys carry units (``mpjpe_mm``,
   ``mpjve_mm_per_s``, ``avg_foot_sliding_vel_m_per_s``).
 
-Both modes add ``baseline`` (GT-vs-GT numbers) and ``meta`` (counts, mode, seed, body model) sections beside
+Both modes add ``baseline`` (reference points, see :func:`baseline_description`) and ``meta`` (counts, mode, seed, body model) sections beside
 the reference's ``body`` section. Output names: ``suffix`` is "" / ``_seq_<L>`` / ``_whole_seq`` /
 ``_test_set`` as in the reference, plus ``_reference`` in reference mode; the reference's hard-coded ``_1113``
 tag is dropped.
@@ -58,6 +58,7 @@ __all__ = [
     "CONDITIONED_TASKS",
     "REFERENCE_LAST_PERSON_TASKS",
     "EvaluationResult",
+    "baseline_description",
     "evaluate_directory",
     "output_suffix",
     "resolve_body_model",
@@ -126,21 +127,58 @@ def _add(total: tuple | None, m: tuple) -> tuple:
     return m if total is None else tuple(a + b for a, b in zip(total, m))
 
 
-def _fd_sums(clips: list[Tensor], windowed: bool, half_of: list[int] | None = None
-             ) -> tuple[tuple | None, list[tuple | None]]:
+def _fd_sums(clips: list[Tensor], windowed: bool) -> tuple | None:
     """FD running sums ``(n, sum, outer)`` of features ``[R, T, P, D]`` pooled over clips (windowed: 30-frame
-    windows, clips that are too short are skipped); with ``half_of`` (0/1 per clip) also the sums of each half."""
-    total, halves = None, [None, None]
-    for i, c in enumerate(clips):
+    windows, clips that are too short are skipped); None when nothing was added."""
+    total = None
+    for c in clips:
         if windowed:
             c = window_features(c, FD_WINDOW, FD_STRIDE)
             if c is None:
                 continue
-        m = feature_moments(c)
-        total = _add(total, m)
-        if half_of is not None:
-            halves[half_of[i]] = _add(halves[half_of[i]], m)
-    return total, halves
+        total = _add(total, feature_moments(c))
+    return total
+
+
+def _block_half_sums(clips: list[Tensor], windowed: bool, block: int, first_half: list[int]) -> list[tuple | None]:
+    """FD running sums of the two GT halves for the GT-vs-GT baseline.
+
+    Each clip ``[1, T, P, D]`` is cut into consecutive ``block``-frame blocks that alternate between the two
+    halves; clip i's first block goes to half ``first_half[i]`` (0 or 1). Windowed: every 30-frame window of the
+    clip goes to the half of the block holding its first frame. Both halves therefore hold every clip (same
+    persons, same content, frames interleaved in time), so their FD is the distance between two sets of real
+    motion of the same clips: the value a generator that reproduces the GT distribution of these clips can
+    expect to reach, not a distance between different clips.
+    """
+    halves: list[tuple | None] = [None, None]
+    for c, first in zip(clips, first_half):
+        if windowed:
+            x = window_features(c, FD_WINDOW, FD_STRIDE)  # [1, W, P, 30 D]
+            if x is None:
+                continue
+            starts = torch.arange(x.shape[-3]) * FD_STRIDE
+        else:
+            x = c
+            starts = torch.arange(x.shape[-3])
+        half = (starts // block + first) % 2
+        for h in (0, 1):
+            part = x[..., half == h, :, :]
+            if part.shape[-3]:
+                halves[h] = _add(halves[h], feature_moments(part))
+    return halves
+
+
+def baseline_description(baselines: bool = True) -> str:
+    """What the ``baseline`` numbers are (written into the YAML and, shortened, the summary)."""
+    text = ("Reference points, not targets. fd: GT vs GT, the FD between two halves of the GT frames, each "
+            "clip cut into alternating 1-second blocks (the seed picks which half gets a clip's first block), "
+            "so both halves hold every clip; a generator matching the GT distribution of these clips scores "
+            "about this, and copying the GT scores 0. div_sample: 0 (one GT per context). mpjpe/mpjve: holding "
+            "the last context frame still (null without context). Correlation, foot sliding and penetration of "
+            "the GT are body.*.*_gt.")
+    if not baselines:
+        text += " FD and MPJPE baselines turned off (baselines=false)."
+    return text
 
 
 def _fd(real, fake, windowed: bool) -> float | None:
@@ -232,9 +270,10 @@ def evaluate_directory(
         fps: frames per second of the outputs (velocities, foot speeds, 1-second diversity chunks).
         body_model: a :class:`~magnet.body.BodyModel` or SMPL-X path; None -> ``smpl_path`` of ``inf_cfg.yaml``,
             else ``$MAGNET_SMPLX_MODEL``, else the default skeleton.
-        seed: seeds the split of the GT clips into two halves for the GT-vs-GT FD baseline.
+        seed: picks, per clip, which half of the GT-vs-GT FD baseline gets the clip's first 1-second GT block
+            (see :func:`baseline_description`); the model's numbers do not depend on it.
         allow_missing_config: evaluate without ``inf_cfg.yaml`` (all persons, default body model).
-        baselines: compute the GT-vs-GT FD and static-pose MPJPE baselines (False: null; the GT-half windowed
+        baselines: compute the GT-vs-GT FD and static-pose MPJPE baselines (False: null; the GT-vs-GT windowed
             FD costs as much as the model's own windowed FD).
         write: write the three files (atomically, only after every metric succeeded); with False the paths in
             ``.files`` are where they would go.
@@ -329,30 +368,18 @@ def _metrics(feats: list[ClipFeatures], mode: str, conditioned: bool, reference:
     gen_k = [ClipFeatures.k_of(f.gen_joints, fps) for f in feats]
     gt_k = [ClipFeatures.k_of(f.gt_joints, fps) for f in feats]
 
-    # the GT-vs-GT FD baseline: two disjoint halves of the GT clips, chosen by the seed
-    n = len(feats)
-    half_of = None
-    if n >= 2 and baselines:
-        perm = torch.randperm(n, generator=torch.Generator().manual_seed(int(seed))).tolist()
-        half_of = [0] * n
-        for i in perm[n // 2:]:
-            half_of[i] = 1
+    # the GT-vs-GT FD baseline: the GT frames of every clip split into alternating 1-second blocks; the seed
+    # picks, per clip, which half gets the first block
+    first_half = torch.randint(0, 2, (len(feats),), generator=torch.Generator().manual_seed(int(seed))).tolist()
+    block = max(round(fps), 1)
 
     body: dict[str, Any] = {"g": {}, "k": {}}
-    description = ("GT-vs-GT reference points: FD between two disjoint halves of the GT clips (split by the seed; "
-                   "null with fewer than 2 clips); diversity of the GT is 0 (one GT per context); MPJPE/MPJVE of "
-                   "holding the last context frame (null without context); correlation, foot sliding and "
-                   "penetration of the GT are body.*.*_gt.")
-    if not baselines:
-        description += " FD and MPJPE baselines turned off (baselines=false)."
-    baseline: dict[str, Any] = {"description": description, "g": {}, "k": {}}
+    baseline: dict[str, Any] = {"description": baseline_description(baselines), "g": {}, "k": {}}
     for key, gen, gt in (("g", gen_g, gt_g), ("k", gen_k, gt_k)):
         gen_sel = [_select(x, persons(x)) for x in gen]
         gt_sel = [_select(x, persons(x)) for x in gt]
         for suffix, windowed in (("solo", False), ("solo_seq", True)):
-            gt_total, gt_halves = _fd_sums(gt_sel, windowed, half_of)
-            gen_total, _ = _fd_sums(gen_sel, windowed)
-            fd = _fd(gt_total, gen_total, windowed)
+            fd = _fd(_fd_sums(gt_sel, windowed), _fd_sums(gen_sel, windowed), windowed)
             if fd is None and not windowed:
                 raise DataError(f"not enough frames to compute the Fréchet distance of '{key}' (at least 2 per "
                                 "set); evaluate longer or more clips")
@@ -364,7 +391,10 @@ def _metrics(feats: list[ClipFeatures], mode: str, conditioned: bool, reference:
             else:
                 div = math.nan if reference else None  # one sample: the variance across samples is undefined
             body[key][suffix] = {"fd": fd, "div_sample": div}
-            base_fd = _fd(gt_halves[0], gt_halves[1], windowed) if half_of is not None else None
+            base_fd = None
+            if baselines:
+                halves = _block_half_sums(gt_sel, windowed, block, first_half)
+                base_fd = _fd(halves[0], halves[1], windowed)
             baseline[key][suffix] = {"fd": base_fd, "div_sample": 0.0}
 
     # MPJPE / MPJVE with best-of-k, on the selected persons
