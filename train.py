@@ -28,14 +28,18 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if cfg.dataset.get("prepare") is not None:  # e.g. the synthetic dataset is built on first use
         instantiate(cfg.dataset.prepare)
     datamodule = instantiate(cfg.data)
-    module = instantiate(cfg.stage.module)
+    # Plain dicts / lists (not DictConfig) so the saved hyper-parameters load with torch.load(weights_only=True),
+    # which Lightning uses when resuming with ckpt_path=.
+    module = instantiate(cfg.stage.module, _convert_="all")
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     ckpt_path = cfg.get("ckpt_path")
     if ckpt_path:
-        check_checkpoint(ckpt_path, cfg.stage.name)
-    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+        check_checkpoint(ckpt_path, cfg.stage.name, module)
+    # weights_only=False: check_checkpoint has already unpickled the file in full (the user's own run), and
+    # checkpoints written before hyper-parameters were plain containers hold omegaconf objects.
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=False if ckpt_path else None)
     if trainer.is_global_zero and hasattr(module, "export_weights"):
         path = module.export_weights(run_dir / f"{cfg.stage.name}.safetensors")
         print(f"weights: {path}")
@@ -48,8 +52,12 @@ def train(cfg: DictConfig) -> dict[str, float]:
     return metrics
 
 
-def check_checkpoint(path: str, stage: str) -> None:
-    """Fail clearly on a missing, unreadable or other-stage Lightning checkpoint before training starts."""
+def check_checkpoint(path: str, stage: str, module=None) -> None:
+    """Fail clearly on a missing, unreadable or other-stage Lightning checkpoint before training starts.
+
+    With ``module``, the checkpoint's weights must also fit it: the same keys with the same shapes (a checkpoint of
+    another model preset or person count is refused here instead of by a multi-line ``load_state_dict`` error).
+    """
     import torch
 
     from magnet.errors import CheckpointError
@@ -66,6 +74,24 @@ def check_checkpoint(path: str, stage: str) -> None:
     if found != stage:
         raise CheckpointError(f"checkpoint {p} is from stage {found!r}, not {stage!r}; resume with the same "
                               f"stage= it was trained with")
+    if module is None:
+        return
+    state = ckpt.get("state_dict")
+    if not isinstance(state, dict):
+        raise CheckpointError(f"checkpoint {p} has no state_dict; the file is not a complete Lightning checkpoint")
+    own = module.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    bad = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    hint = "resume with the model= / dataset= options the checkpoint was trained with"
+    if bad:
+        k = bad[0]
+        raise CheckpointError(f"checkpoint {p}: {k!r} has shape {tuple(state[k].shape)} but this model expects "
+                              f"{tuple(own[k].shape)} ({len(bad)} mismatched); {hint}")
+    if missing or unexpected:
+        k, what = (missing[0], "missing") if missing else (unexpected[0], "unexpected")
+        raise CheckpointError(f"checkpoint {p}: {what} key {k!r} ({len(missing)} missing, {len(unexpected)} "
+                              f"unexpected); {hint}")
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")

@@ -102,6 +102,12 @@ def test_import_writes_our_weight_files(tmp_path):
     d2, v2 = load_dfot(dfot_path).eval(), load_vqvae(vq_path)
     assert all(torch.equal(v, d2.state_dict()[k]) for k, v in dfot.state_dict().items())
     assert torch.equal(v2.quantizer.codebook, vq.quantizer.codebook)
+    from safetensors import safe_open
+
+    with safe_open(str(dfot_path), framework="pt") as f:
+        meta = f.metadata()
+    # the same encoding as DFoTModule.export_weights: JSON booleans
+    assert meta["diffusion.min_snr_weight"] == "false" and meta["diffusion.objective"] == "pred_x0"
     assert main([str(run), str(tmp_path / "out2")]) == 0
     assert (tmp_path / "out2" / "dfot.safetensors").is_file()
 

@@ -401,6 +401,27 @@ def test_train_py_end_to_end(stage1, synthetic_root, tmp_path):
     assert "val/loss_k500" in metrics and "train/consistency_trans" in metrics and "val_metrics/mpjpe_mm" in metrics
     assert "final validation:" in res.stdout
 
+    # Resume from the step-5 checkpoint as a user does (ckpt_path=): it loads with weights_only=True (plain
+    # hyper-parameters) and training continues at step 5 up to the new total.
+    mid = run / "checkpoints" / "step0000005.ckpt"
+    assert torch.load(mid, map_location="cpu", weights_only=True)["global_step"] == 5
+    out2 = tmp_path / "resumed"
+    res = _run(["stage=dfot", *_common(synthetic_root, out2), f"stage.vqvae_ckpt={stage1['path']}",
+                "stage.total_steps=7", "stage.batch_size=8", "stage.val_every_n_steps=5", "stage.val_batches=1",
+                "data.epoch_length=160", f"ckpt_path={mid}"])
+    assert res.returncode == 0, res.stderr[-3000:]
+    (run2,) = list((out2 / "dfot" / "synthetic").iterdir())
+    assert torch.load(run2 / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["global_step"] == 7
+
+    # Another DFoT size (model=paper) cannot resume it: one line naming the mismatch, no run directory left.
+    out3 = tmp_path / "mismatch"
+    res = _run(["stage=dfot", *_common(synthetic_root, out3), f"stage.vqvae_ckpt={stage1['path']}", "model=paper",
+                f"ckpt_path={mid}"])
+    assert res.returncode == 2, res.stderr[-2000:]
+    lines = [ln for ln in res.stderr.strip().splitlines() if ln.startswith("error:")]
+    assert len(lines) == 1 and "this model expects" in lines[0], res.stderr[-2000:]
+    assert not any(p.is_file() for p in out3.rglob("*"))
+
 
 def test_train_py_without_vqvae_ckpt_is_one_line(synthetic_root, tmp_path):
     out = tmp_path / "outputs"

@@ -140,6 +140,36 @@ def test_train_py_end_to_end(synthetic_root, tmp_path):
     assert "val/mpjpe_mm" in metrics and "train/codebook_perplexity" in metrics
     assert "final validation:" in res.stdout
 
+    # Resume as a user does: ckpt_path= on the command line. The checkpoint loads with weights_only=True (plain
+    # hyper-parameters, no omegaconf objects) and training continues at step 6 with the saved codebook.
+    mid = run / "checkpoints" / "step0000006.ckpt"
+    saved = torch.load(mid, map_location="cpu", weights_only=True)
+    assert saved["global_step"] == 6 and isinstance(saved["hyper_parameters"]["model"], dict)
+    out2 = tmp_path / "resumed"
+    res = _run(["experiment=demo_vqvae", f"paths.data_dir={synthetic_root}", f"paths.output_root={out2}",
+                "dataset.build.num_clips=12", "+dataset.prepare.frames=[90,150]", "stage.total_steps=8",
+                "stage.batch_size=16", "stage.val_every_n_steps=6", "data.epoch_length=320", "trainer.log_every_n_steps=1",
+                f"ckpt_path={mid}"])
+    assert res.returncode == 0, res.stderr[-3000:]
+    (run2,) = list((out2 / "vqvae" / "synthetic").iterdir())
+    resumed = torch.load(run2 / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert resumed["global_step"] == 8
+    assert resumed["lr_schedulers"][0]["last_epoch"] == 8
+    rows = (run2 / "csv" / "metrics.csv").read_text().splitlines()
+    col = rows[0].split(",").index("step")
+    steps = [int(r.split(",")[col]) for r in rows[1:]]
+    assert steps and min(steps) >= 6, steps  # logging continues after the restored step
+    assert bool(resumed["state_dict"]["model.quantizer.initialised"])  # (the codebook restore: test above)
+
+    # A checkpoint of another model size is refused with one line before training, leaving no run directory.
+    out3 = tmp_path / "mismatch"
+    res = _run(["experiment=demo_vqvae", f"paths.data_dir={synthetic_root}", f"paths.output_root={out3}",
+                "dataset.build.num_clips=12", "+dataset.prepare.frames=[90,150]", "model=paper", f"ckpt_path={mid}"])
+    assert res.returncode == 2, res.stderr[-2000:]
+    lines = [ln for ln in res.stderr.strip().splitlines() if ln.startswith("error:")]
+    assert len(lines) == 1 and "this model expects" in lines[0] and "model=" in lines[0], res.stderr[-2000:]
+    assert not any(p.is_file() for p in out3.rglob("*"))
+
 
 @pytest.mark.parametrize(
     "args, needle",

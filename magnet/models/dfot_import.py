@@ -25,6 +25,7 @@ Command line: ``python -m magnet.models.dfot_import <run_or_checkpoint_dir> <out
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import sys
@@ -229,7 +230,9 @@ def import_reference_dfot(src: str | os.PathLike, out_dir: str | os.PathLike, st
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     diffusion = reference_diffusion_kwargs(cfg)
-    meta = {"source": str(weights), **{f"diffusion.{k}": str(v) for k, v in diffusion.items()}}
+    # The same encoding as DFoTModule.export_weights (booleans as JSON "true" / "false").
+    meta = {"source": str(weights), **{f"diffusion.{k}": json.dumps(v) if isinstance(v, bool) else str(v)
+                                       for k, v in diffusion.items()}}
     return (save_dfot(dfot, out / "dfot.safetensors", metadata=meta),
             save_vqvae(vqvae, out / "vqvae.safetensors", metadata={"source": str(weights), "prefix": VQVAE_PREFIX}))
 
