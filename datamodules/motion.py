@@ -31,6 +31,7 @@ from datamodules.windows import (
     SLICING_MODES,
     HDF5WindowDataset,
     MixedDataset,
+    MotionDataLoader,
     WindowSampler,
     passthrough_collate,
 )
@@ -219,7 +220,7 @@ class MotionDataModule(LightningDataModule):
     # ---------------------------------------------------------------------------------------------- loaders
 
     def _loader(self, dataset: MixedDataset, sampler: WindowSampler, batch_size: int, drop_last: bool) -> DataLoader:
-        return DataLoader(
+        return MotionDataLoader(
             dataset,
             batch_size=batch_size,
             sampler=sampler,

@@ -34,11 +34,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from magnet.data.hdf5 import DatasetFile
 from magnet.data.splits import read_split_yaml
-from magnet.errors import ConfigError, DataError
+from magnet.errors import ConfigError, DataError, MagnetError
 from magnet.representation import MotionStats, person_dim, select_persons
 
 log = logging.getLogger(__name__)
@@ -52,6 +52,51 @@ Spec = tuple  # (dataset index, clip index, start in padded frames, persons: tup
 def passthrough_collate(batch: Any) -> Any:
     """Collate function for datasets whose ``__getitems__`` already returns a whole batch."""
     return batch
+
+
+def clean_worker_error(exc: MagnetError) -> MagnetError:
+    """The one-line user error behind a DataLoader worker's re-raised :class:`MagnetError`.
+
+    A worker's exception reaches the main process re-built from a message that holds the worker's whole
+    traceback ("Caught DataError in DataLoader worker process 0. Original Traceback ..."); this returns an error
+    of the same class with only the original message (``exc`` itself when it is not such a wrapper).
+    """
+    msg = str(exc)
+    marker = f"{type(exc).__name__}: "
+    if not (msg.startswith("Caught ") and "Traceback" in msg and marker in msg):
+        return exc
+    return type(exc)(msg.rsplit(marker, 1)[-1])
+
+
+def _one_line_errors(iterator: Iterator[Any]) -> Iterator[Any]:
+    """Yield from a DataLoader iterator, re-raising worker user errors with their one-line message."""
+    while True:
+        error = None
+        try:
+            batch = next(iterator)
+        except StopIteration:
+            return
+        except MagnetError as exc:
+            error = clean_worker_error(exc)
+            if error is exc:
+                raise
+            exc.__traceback__ = None  # its frames hold the iterator in a reference cycle
+        if error is not None:
+            # raised outside the handler, from a frame that no longer holds the iterator (nor the loader): the
+            # error references neither, so the worker processes shut down as soon as the loader goes away
+            del iterator
+            raise error
+        yield batch
+
+
+class MotionDataLoader(DataLoader):
+    """A ``DataLoader`` whose user errors (bad data found in a worker process) stay one line.
+
+    Same arguments and behaviour as :class:`torch.utils.data.DataLoader`.
+    """
+
+    def __iter__(self):
+        return _one_line_errors(super().__iter__())
 
 
 class ClipCache:
@@ -537,5 +582,5 @@ class WindowSampler(Sampler):
             yield from out
 
 
-__all__ = ["SLICING_MODES", "ClipCache", "ClipInfo", "HDF5WindowDataset", "MixedDataset", "WindowSampler",
-           "gather_index", "passthrough_collate"]
+__all__ = ["SLICING_MODES", "ClipCache", "ClipInfo", "HDF5WindowDataset", "MixedDataset", "MotionDataLoader",
+           "WindowSampler", "clean_worker_error", "gather_index", "passthrough_collate"]

@@ -280,6 +280,25 @@ def integrate_canonical(delta: Tensor, start: Tensor) -> Tensor:
     return _tf9(torch.stack(Rs, dim=-4), torch.stack(ts, dim=-3))
 
 
+def world_root_trajectory(x: Tensor, start: Tensor | None = None) -> Tensor:
+    """World root (pelvis) poses rebuilt from the relative fields of DENORMALISED packed motion.
+
+    ``x[..., T, P, D(P)]`` -> ``T_world_root [..., T, P, 9]``: the canonical frames are integrated from
+    ``delta`` (:func:`integrate_canonical`) starting at ``start[..., P, 9]`` (default: ``world_canon`` of frame
+    0), then ``Root(t) = C(t) . canon_root(t)``. On packed data this reproduces the ``world_root`` field; on
+    generated motion (which has no world fields) it is the trajectory to animate.
+    """
+    x = x if isinstance(x, Tensor) else torch.as_tensor(np.asarray(x))
+    if x.ndim < 3:
+        raise DataError(f"world_root_trajectory: x {tuple(x.shape)} must be [..., T, P, D]")
+    lay = PackedLayout(num_persons_for_dim(x.shape[-1]))
+    if start is None:
+        start = x[..., 0, :, lay.world_canon]
+    C = integrate_canonical(x[..., lay.delta], start)
+    R, t = _mul(*_rt(C), *_rt(x[..., lay.canon_root]))
+    return _tf9(R, t)
+
+
 # -------------------------------------------------------------------------------------------- unpacking
 
 
@@ -575,5 +594,6 @@ __all__ = [
     "select_persons",
     "unpack",
     "world_joints",
+    "world_root_trajectory",
 ]
 

@@ -385,7 +385,7 @@ def _assert_helpful(err: BodyModelError, path):
     msg = str(err)
     assert "\n" not in msg
     assert str(path) in msg
-    assert "MAGNET_SMPLX_MODEL" in msg and "body_model.path=" in msg and "SMPLX_NEUTRAL.npz" in msg
+    assert "MAGNET_SMPLX_MODEL" in msg and "body_model=" in msg and "--smplx" in msg and "SMPLX_NEUTRAL.npz" in msg
 
 
 def test_missing_file_and_directory(tmp_path):

@@ -332,6 +332,21 @@ def test_errors(tmp_path, duo):
         dm.setup("fit")
 
 
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_nan_in_a_clip_is_one_line_naming_file_sequence_and_frame(tmp_path, num_workers):
+    clip = make_clip(70, 2, 0)
+    clip[33, 1, 12] = np.inf
+    root = write_dataset(tmp_path / "n", "n", {"train": {"ok": make_clip(70, 2, 1), "bad": clip}})
+    dm = MotionDataModule([{"name": "n", "dir": root}], sequence_len=16, batch_size=4, num_workers=num_workers,
+                          seed=0)
+    with pytest.raises(DataError) as err:
+        for _ in dm.train_dataloader():
+            pass
+    # a worker's error arrives with the worker's traceback in its message; the loader restores the one line
+    assert str(err.value) == (f"{root / 'n_dataset.hdf5'} train/bad: NaN/Inf value at frame 33, person 1, "
+                              "feature 12; fix the raw data and rebuild the dataset")
+
+
 def test_split_yaml_missing_uses_all_sequences(tmp_path):
     root = write_dataset(tmp_path / "y", "y", {"train": {"b": make_clip(70, 2, 0), "a": make_clip(20, 2, 1)}},
                          split_yaml=None)

@@ -156,8 +156,11 @@ def test_missing_key_and_bad_values_name_file_and_key(tmp_path):
     with pytest.raises(DataError, match="unknown raw format"):
         load_raw(tmp_path / "x.npz", "bvh")
     (tmp_path / "broken.npz").write_bytes(b"not a zip")
-    with pytest.raises(DataError, match="cannot read"):
+    with pytest.raises(DataError, match=r"broken\.npz: not a valid \.npz file"):
         load_raw(tmp_path / "broken.npz", "duobox")
+    (tmp_path / "chumpy.pkl").write_bytes(b"cnot_a_module_xyz\nThing\n.")  # a pickle of an unavailable class
+    with pytest.raises(DataError, match=r"chumpy\.pkl: cannot read the raw file \(No module named"):
+        load_raw(tmp_path / "chumpy.pkl", "duobox")
 
 
 def test_validate_shapes():
@@ -450,7 +453,19 @@ def test_cli_errors_are_one_line_and_leave_no_output(tmp_path, capsys):
     assert rc == 2
     assert err[-1].startswith("error: ") and "Clip_002.npz: missing key 'body_pose'" in err[-1]
     assert not any(line.startswith("error") for line in err[:-1])
-    assert not out_dir.exists() or list(out_dir.iterdir()) == []  # no HDF5/YAML/npz/CSV, no temp files
+    assert not out_dir.exists()  # no HDF5/YAML/npz/CSV, no temp files, not even the folder it would have made
+
+    only_tpose = tmp_path / "raw_tpose"
+    _write_inputs(only_tpose, "duobox", n=1)
+    d = dict(np.load(only_tpose / "Clip_000.npz"))
+    d["body_pose"][0, 3] = 0.0
+    np.savez(only_tpose / "Clip_000.npz", **d)
+    rc = main(["--format", "duobox", "--input", str(only_tpose), "--output", str(out_dir / "deeper"),
+               "--no-progress"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and err[-1].startswith("error: no usable sequences")
+    assert "'Clip_000'" in err[-1] and "T-pose" in err[-1]  # names the rejected sequence and why
+    assert not out_dir.exists()
 
 
 def test_failure_midway_keeps_previous_outputs(tmp_path, body):
@@ -468,6 +483,26 @@ def test_failure_midway_keeps_previous_outputs(tmp_path, body):
         build_dataset(stream(), tmp_path, "d", None, body, progress=False)
     assert {p.name: p.stat().st_mtime_ns for p in tmp_path.iterdir()} == before
     assert read_split_yaml(tmp_path / "d_dataset_files.txt")["train"] == ["s0", "s1"]
+
+
+def test_build_runs_torch_single_threaded_and_restores_the_setting(tmp_path, body):
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    seen = []
+
+    def stream():
+        for i in range(2):
+            seen.append(torch.get_num_threads())
+            yield make_raw(f"s{i}", P=1, T=20, seed=i)
+
+    try:
+        build_dataset(stream(), tmp_path, "d", None, body, progress=False)
+        assert seen == [1, 1] and torch.get_num_threads() == 2
+        with pytest.raises(DataError):
+            build_dataset(iter([]), tmp_path / "none", "d", None, body, progress=False)
+        assert torch.get_num_threads() == 2 and not (tmp_path / "none").exists()
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_module_entry_point_runs(tmp_path):

@@ -27,6 +27,7 @@ from magnet.representation import (
     select_persons,
     unpack,
     world_joints,
+    world_root_trajectory,
 )
 
 
@@ -232,6 +233,28 @@ def test_integrate_canonical_batched_and_validated():
                                atol=1e-6, rtol=0)
     with pytest.raises(DataError):
         integrate_canonical(delta, start[0])
+
+
+def test_world_root_trajectory_rebuilds_world_root_from_relative_fields():
+    T, P = 30, 3
+    x = pack_sequence(**make_clip(T, P, seed=11))
+    lay = PackedLayout(P)
+    traj = world_root_trajectory(x)
+    assert traj.shape == (T, P, 9)
+    torch.testing.assert_close(traj, x[..., lay.world_root], atol=1e-9, rtol=0)
+    # only delta, canon_root and the start frame are used: wiping the world fields changes nothing
+    y = x.clone()
+    y[1:, :, lay.world_root] = 0.0
+    y[1:, :, lay.world_canon] = 0.0
+    torch.testing.assert_close(world_root_trajectory(y[None])[0], traj, atol=1e-12, rtol=0)
+    # another start frame moves the whole trajectory rigidly: a 1 m shift along x shifts every root by 1 m
+    start = x[0, :, lay.world_canon].clone()
+    start[:, 6] += 1.0
+    moved = world_root_trajectory(x, start)
+    torch.testing.assert_close(moved[..., 6], traj[..., 6] + 1.0, atol=1e-9, rtol=0)
+    torch.testing.assert_close(moved[..., [7, 8]], traj[..., [7, 8]], atol=1e-9, rtol=0)
+    with pytest.raises(DataError):
+        world_root_trajectory(x[0])
 
 
 def test_world_joints_fk_from_packed_fields():

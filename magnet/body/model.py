@@ -26,8 +26,8 @@ ENV_VAR = "MAGNET_SMPLX_MODEL"
 SMPLX_FILE_NAME = "SMPLX_NEUTRAL.npz"
 DEFAULT_SOURCE = "default skeleton"
 _HOW_TO_FIX = (
-    "download SMPL-X from its official site (https://smpl-x.is.tue.mpg.de) and point body_model.path= "
-    f"or {ENV_VAR} at {SMPLX_FILE_NAME}"
+    "download SMPL-X from its official site (https://smpl-x.is.tue.mpg.de) and point body_model= (train/evaluate), "
+    f"--smplx (magnet-preprocess) or {ENV_VAR} at {SMPLX_FILE_NAME}"
 )
 
 
@@ -355,7 +355,7 @@ def load_body_model(path: str | os.PathLike | None = None, *, warn: bool = True)
         return load_smplx_file(path)
     if warn:
         warnings.warn(
-            f"no SMPL-X model configured (body_model.path / {ENV_VAR}); using the built-in default skeleton",
+            f"no SMPL-X model configured (body_model= / --smplx / {ENV_VAR}); using the built-in default skeleton",
             DefaultSkeletonWarning,
             stacklevel=2,
         )

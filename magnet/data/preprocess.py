@@ -290,6 +290,39 @@ def _atomic_dir(path: Path) -> Iterator[Path]:
     shutil.rmtree(old, ignore_errors=True)
 
 
+@contextlib.contextmanager
+def _one_torch_thread() -> Iterator[None]:
+    """Run torch single-threaded inside the block (restored after).
+
+    Preprocessing works on small tensors (one clip at a time), where intra-op threads gain nothing and, on a
+    loaded machine, cost several times the single-threaded time in contention.
+    """
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@contextlib.contextmanager
+def _remove_if_created(directory: Path) -> Iterator[None]:
+    """Remove ``directory`` (and parents this call created) if the block fails and left them empty."""
+    directory = Path(directory).absolute()
+    created = []
+    for d in [directory, *directory.parents]:
+        if d.exists():
+            break
+        created.append(d)
+    try:
+        yield
+    except BaseException:
+        for d in created:  # deepest first
+            with contextlib.suppress(OSError):
+                d.rmdir()  # only empty folders: a concurrent writer's files are never touched
+        raise
+
+
 def _progress(enabled: bool, total: int | None):
     if not enabled:
         return contextlib.nullcontext(None)
@@ -368,6 +401,8 @@ def build_dataset(
     total = len(sequences) if isinstance(sequences, Sized) else None
 
     with contextlib.ExitStack() as stack:
+        stack.enter_context(_remove_if_created(files.dir))
+        stack.enter_context(_one_torch_thread())
         csv_tmp = stack.enter_context(_atomic_dir(files.split_csv_dir))
         writer = stack.enter_context(HDF5Writer(files.hdf5, compression=compression))
         yaml_tmp = stack.enter_context(atomic_path(files.split_yaml))
@@ -400,7 +435,9 @@ def build_dataset(
                 bar.advance(task)
             del raw
         if not any(written.values()):
-            why = f" ({len(rejected)} rejected)" if rejected else ""
+            why = ""
+            if rejected:
+                why = f" ({len(rejected)} rejected; first: '{rejected[0]['name']}', {rejected[0]['reason']})"
             raise DataError(f"no usable sequences in the input{why}; nothing was written to {files.dir}")
         if not written["train"]:
             raise DataError(
@@ -479,6 +516,11 @@ def main(argv: list[str] | None = None) -> int:
             warnings.showwarning = show
             from magnet.data.splits import read_split_csv
 
+            if args.splits and not Path(args.splits).is_dir():
+                raise DataError(
+                    f"split directory not found: {args.splits} (--splits names the folder holding "
+                    "{train,val,test}_data.csv with the column scene_name)"
+                )
             splits = read_split_csv(args.splits) if args.splits else None
             sequences = RawDirectory(args.input, args.format, fps=args.fps, up_axis=args.up_axis)
             if len(sequences) == 0:

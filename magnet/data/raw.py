@@ -170,6 +170,8 @@ def _read_file(path: Path) -> dict[str, Any]:
         raise DataError(f"{path}: raw file not found")
     try:
         if suffix == ".npz":
+            if not zipfile.is_zipfile(path):  # np.load would blame pickled data for any non-zip content
+                raise DataError(f"{path}: not a valid .npz file (not a zip archive; truncated or corrupt); re-export it")
             with np.load(path, allow_pickle=False) as z:
                 return {k: z[k] for k in z.files}
         if suffix in (".pkl", ".pickle"):
@@ -180,7 +182,8 @@ def _read_file(path: Path) -> dict[str, Any]:
             return dict(obj)
     except DataError:
         raise
-    except (OSError, ValueError, EOFError, KeyError, pickle.UnpicklingError, zipfile.BadZipFile) as exc:
+    except (OSError, ValueError, EOFError, KeyError, pickle.UnpicklingError, zipfile.BadZipFile,
+            ImportError, AttributeError, TypeError) as exc:  # the last three: pickles of unavailable classes
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise DataError(f"{path}: cannot read the raw file ({msg}); re-export it") from None
     raise DataError(f"{path}: unsupported file type '{suffix}', expected one of {', '.join(RAW_SUFFIXES)}")
