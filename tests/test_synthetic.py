@@ -165,6 +165,23 @@ def test_stance_foot_is_planted_while_walking(body, scenario, seed):
     assert knee[:, 1:][walking].max() > 0.4 and knee.max() < np.pi / 2
 
 
+@pytest.mark.parametrize("scenario", ["lead_follow", "approach_greet", "circle_dance"])
+def test_ground_truth_foot_sliding_metric_is_zero(body, scenario):
+    """The evaluation's own foot-sliding test (fixed mode: contact below floor + 5 cm, sliding above 0.05 m/s)
+    finds no sliding on the generated walking: a foot near the floor never moves horizontally."""
+    from magnet.metrics import foot_sliding
+
+    for seed in range(3):
+        seq = gen(scenario, seed)
+        pos, _ = fk(seq, body)  # [P, T, 22, 3], feet at TOE_HEIGHT when planted (floor at 0)
+        joints = torch.from_numpy(pos).permute(1, 0, 2, 3)[None]  # [S=1, T, P, 22, 3]
+        res = foot_sliding(joints, foot_indices=(10, 11), mode="fixed")
+        assert res["foot_sliding_ratio"] == 0.0, (scenario, seed, res)
+        # the swing foot does leave the contact band, so the test is not vacuous
+        heights = pos[:, :, [10, 11], 1]
+        assert (heights > 0.05).mean() > 0.05
+
+
 def test_ik_uses_each_persons_bone_lengths(body):
     seq = gen("lead_follow", 0)
     assert seq.num_persons == 2 and abs(seq.betas[0, 0] - seq.betas[1, 0]) > 0.3
