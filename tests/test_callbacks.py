@@ -270,3 +270,16 @@ def test_config_entry_instantiates():
     assert isinstance(cb, ValidationMetrics)
     assert (cb.every_n_validations, cb.max_batches, cb.mode, cb.fd_window, cb.fd_stride, cb.fps, cb.num_persons,
             cb.prefix, cb.enabled) == (1, 8, "fixed", 30, 10, None, 2, "val_metrics/", True)
+
+
+def test_step_progress_bar_describes_step_based_runs(tmp_path):
+    import lightning.pytorch as pl
+
+    from callbacks import StepRichProgressBar
+
+    for max_epochs in (-1, None):  # conf/trainer sets -1; Lightning leaves None when only max_steps is given
+        bar = StepRichProgressBar()
+        pl.Trainer(max_steps=800, max_epochs=max_epochs, callbacks=[bar], logger=False, default_root_dir=tmp_path)
+        assert bar._get_train_description(3).strip() == "Epoch 3 (of 800 steps)"
+    trainer = pl.Trainer(max_epochs=5, callbacks=[StepRichProgressBar()], logger=False, default_root_dir=tmp_path)
+    assert trainer.progress_bar_callback._get_train_description(2).strip() == "Epoch 2/4"
