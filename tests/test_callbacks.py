@@ -279,7 +279,9 @@ def test_step_progress_bar_describes_step_based_runs(tmp_path):
 
     for max_epochs in (-1, None):  # conf/trainer sets -1; Lightning leaves None when only max_steps is given
         bar = StepRichProgressBar()
-        pl.Trainer(max_steps=800, max_epochs=max_epochs, callbacks=[bar], logger=False, default_root_dir=tmp_path)
+        bar._trainer = pl.Trainer(max_steps=800, max_epochs=max_epochs, callbacks=[bar], logger=False,
+                                  default_root_dir=tmp_path)  # set by Trainer.fit's setup normally
         assert bar._get_train_description(3).strip() == "Epoch 3 (of 800 steps)"
-    trainer = pl.Trainer(max_epochs=5, callbacks=[StepRichProgressBar()], logger=False, default_root_dir=tmp_path)
-    assert trainer.progress_bar_callback._get_train_description(2).strip() == "Epoch 2/4"
+    bar = StepRichProgressBar()
+    bar._trainer = pl.Trainer(max_epochs=5, callbacks=[bar], logger=False, default_root_dir=tmp_path)
+    assert bar._get_train_description(2).strip() == "Epoch 2/4"
