@@ -15,20 +15,24 @@ mask, which is what this module does.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from magnet.errors import CheckpointError, ConfigError, DataError
+from magnet.errors import ConfigError, DataError
 from magnet.models.tokens import TokenLayout
-from magnet.utils import atomic_path
+from magnet.models.weights import (
+    PresetConfig,
+    config_from_metadata,
+    load_state_strict,
+    read_weights,
+    save_weights,
+)
 
 __all__ = [
     "DFOT_PRESETS",
@@ -42,7 +46,7 @@ __all__ = [
 
 
 @dataclass(frozen=True)
-class DFoTConfig:
+class DFoTConfig(PresetConfig):
     """Sizes of the DFoT transformer (the token width comes from ``num_persons`` and ``latent_dim``)."""
 
     d_model: int = 512
@@ -70,25 +74,6 @@ class DFoTConfig:
         if not 0.0 <= float(self.dropout) < 1.0:
             raise ConfigError(f"DFoT config: dropout must be in [0, 1), got {self.dropout}")
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> DFoTConfig:
-        """Build from a mapping; unknown keys raise ConfigError."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ConfigError(f"DFoT config: unknown keys {unknown}; known keys are {sorted(names)}")
-        return cls(**dict(d))
-
-    @classmethod
-    def preset(cls, name: str, **overrides: Any) -> DFoTConfig:
-        """A named preset (``paper`` or ``tiny``) with optional field overrides."""
-        if name not in DFOT_PRESETS:
-            raise ConfigError(f"unknown DFoT preset {name!r}; choose one of {sorted(DFOT_PRESETS)}")
-        return dataclasses.replace(DFOT_PRESETS[name], **overrides)
-
 
 DFOT_PRESETS: dict[str, DFoTConfig] = {
     # Reference sizes (spec 3.2): 20,301,384 parameters for P = 2 with 512-d latents.
@@ -97,6 +82,8 @@ DFOT_PRESETS: dict[str, DFoTConfig] = {
     "tiny": DFoTConfig(d_model=128, num_layers=3, num_heads=4, ffn_dim=256, dropout=0.05,
                        noise_emb_dim=64, person_emb_dim=64),
 }
+DFoTConfig.LABEL = "DFoT"
+DFoTConfig.PRESETS = DFOT_PRESETS
 
 
 def sinusoidal_level_embedding(levels: Tensor, dim: int, dtype: torch.dtype = torch.float32) -> Tensor:
@@ -180,53 +167,17 @@ WEIGHTS_FORMAT = "magnet-dfot-1"
 
 def save_dfot(model: DFoT, path: str | os.PathLike, metadata: dict[str, str] | None = None) -> Path:
     """Write the model's state dict, config, person count and latent width to a safetensors file (atomic)."""
-    from safetensors.torch import save_file
-
-    meta = {"format": WEIGHTS_FORMAT, "config": json.dumps(model.config.to_dict()),
-            "num_persons": str(model.num_persons), "latent_dim": str(model.token_layout.latent_dim),
+    meta = {"config": json.dumps(model.config.to_dict()), "num_persons": str(model.num_persons),
+            "latent_dim": str(model.token_layout.latent_dim),
             "frames_per_latent": str(model.token_layout.frames_per_latent)}
-    meta.update({str(k): str(v) for k, v in (metadata or {}).items()})
-    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata=meta)
-    return Path(path)
+    return save_weights(model, path, WEIGHTS_FORMAT, meta, metadata)
 
 
 def load_dfot(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> DFoT:
     """Build a :class:`DFoT` from a file written by :func:`save_dfot` (strict key and shape check)."""
-    from safetensors import safe_open
-
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"DFoT weights file {path} not found; pass the file written by import or training")
-    try:
-        with safe_open(str(path), framework="pt", device=str(map_location)) as f:
-            meta = f.metadata() or {}
-            state = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open is not a dict
-    except Exception as exc:
-        raise CheckpointError(f"cannot read DFoT weights {path}: {' '.join(str(exc).split())}") from exc
-    if meta.get("format") != WEIGHTS_FORMAT or "config" not in meta:
-        raise CheckpointError(f"{path} is not a magnet DFoT weights file (format {meta.get('format')!r}); "
-                              "import reference checkpoints with magnet.models.dfot_import first")
-    model = DFoT(DFoTConfig.from_dict(json.loads(meta["config"])), int(meta["num_persons"]),
-                 int(meta["latent_dim"]), int(meta.get("frames_per_latent", 4)))
+    meta, state = read_weights(path, WEIGHTS_FORMAT, "DFoT", "import reference checkpoints with "
+                               "magnet.models.dfot_import first", map_location)
+    model = DFoT(config_from_metadata(meta, DFoTConfig), int(meta["num_persons"]), int(meta["latent_dim"]),
+                 int(meta.get("frames_per_latent", 4)))
     load_state_strict(model, state, str(path))
     return model.to(map_location)
-
-
-def load_state_strict(model: nn.Module, state: dict[str, Tensor], source: str) -> None:
-    """``load_state_dict`` that raises a one-line CheckpointError naming the first bad key."""
-    own = model.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    if missing:
-        raise CheckpointError(f"{source}: missing key {missing[0]!r} ({len(missing)} missing); "
-                              "the file does not match this model configuration")
-    if unexpected:
-        raise CheckpointError(f"{source}: unexpected key {unexpected[0]!r} ({len(unexpected)} unexpected); "
-                              "the file does not match this model configuration")
-    for k, v in own.items():
-        if tuple(state[k].shape) != tuple(v.shape):
-            raise CheckpointError(f"{source}: key {k!r} has shape {tuple(state[k].shape)}, "
-                                  f"the model expects {tuple(v.shape)}")
-    model.load_state_dict(state, strict=True)

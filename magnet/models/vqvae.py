@@ -13,7 +13,6 @@ Module names (``encoder.conv_in``, ``encoder.down.{i}.res.blocks.{j}.conv1`` ...
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import os
@@ -25,8 +24,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from magnet.errors import CheckpointError, ConfigError
-from magnet.utils import atomic_path
+from magnet.errors import ConfigError
+from magnet.models.weights import (
+    PresetConfig,
+    config_from_metadata,
+    load_state_strict,
+    read_weights,
+    save_weights,
+)
 
 __all__ = [
     "BETAS_DIM",
@@ -64,7 +69,7 @@ ENC_COND_DIM = BETAS_DIM + DELTA_DIM
 
 
 @dataclass(frozen=True)
-class VQVAEConfig:
+class VQVAEConfig(PresetConfig):
     """Sizes and quantizer settings of :class:`PoseVQVAE`.
 
     ``down_t`` stride-2 stages give the time factor ``2 ** down_t`` (4 in the paper); the decoder condition then
@@ -103,25 +108,6 @@ class VQVAEConfig:
         """Decoder condition channels: betas (10) ++ ``factor`` deltas (9 each); 46 for the paper."""
         return BETAS_DIM + DELTA_DIM * self.factor
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> VQVAEConfig:
-        """Build from a mapping; unknown keys raise ConfigError."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ConfigError(f"VQ-VAE config: unknown keys {unknown}; known keys are {sorted(names)}")
-        return cls(**dict(d))
-
-    @classmethod
-    def preset(cls, name: str, **overrides: Any) -> VQVAEConfig:
-        """A named preset (``paper`` or ``tiny``) with optional field overrides."""
-        if name not in VQVAE_PRESETS:
-            raise ConfigError(f"unknown VQ-VAE preset {name!r}; choose one of {sorted(VQVAE_PRESETS)}")
-        return dataclasses.replace(VQVAE_PRESETS[name], **overrides)
-
 
 VQVAE_PRESETS: dict[str, VQVAEConfig] = {
     # The reference's sizes (spec 2.1, 2.2, 2.6): 19,168,903 trainable parameters without the dead z_mask.
@@ -129,6 +115,8 @@ VQVAE_PRESETS: dict[str, VQVAEConfig] = {
     # Trains on a CPU in minutes. r_max keeps the paper's ratio r_max / sqrt(d_latent) (45 / sqrt(512) ~ 2).
     "tiny": VQVAEConfig(d_hidden=128, d_latent=64, depth=2, codebook_size=256, r_max=16.0),
 }
+VQVAEConfig.LABEL = "VQ-VAE"
+VQVAEConfig.PRESETS = VQVAE_PRESETS
 
 
 # ---------------------------------------------------------------------------------------------- conv nets
@@ -633,50 +621,13 @@ WEIGHTS_FORMAT = "magnet-vqvae-1"
 
 def save_vqvae(model: PoseVQVAE, path: str | os.PathLike, metadata: dict[str, str] | None = None) -> Path:
     """Write the model's state dict and config to a safetensors file (atomically). Returns the path."""
-    from safetensors.torch import save_file
-
-    meta = {"format": WEIGHTS_FORMAT, "config": json.dumps(model.config.to_dict())}
-    meta.update({str(k): str(v) for k, v in (metadata or {}).items()})
-    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata=meta)
-    return Path(path)
+    return save_weights(model, path, WEIGHTS_FORMAT, {"config": json.dumps(model.config.to_dict())}, metadata)
 
 
 def load_vqvae(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> PoseVQVAE:
     """Build a :class:`PoseVQVAE` from a file written by :func:`save_vqvae` (strict key/shape check)."""
-    from safetensors import safe_open
-
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"VQ-VAE weights file {path} not found; pass the file written by import or training")
-    try:
-        with safe_open(str(path), framework="pt", device=str(map_location)) as f:
-            meta = f.metadata() or {}
-            state = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is not iterable)
-    except Exception as exc:
-        raise CheckpointError(f"cannot read VQ-VAE weights {path}: {exc}") from exc
-    if meta.get("format") != WEIGHTS_FORMAT or "config" not in meta:
-        raise CheckpointError(f"{path} is not a magnet VQ-VAE weights file (format {meta.get('format')!r}); "
-                              "import reference checkpoints with magnet.models.reference_import first")
-    model = PoseVQVAE(VQVAEConfig.from_dict(json.loads(meta["config"])))
-    _load_strict(model, state, str(path))
+    meta, state = read_weights(path, WEIGHTS_FORMAT, "VQ-VAE", "import reference checkpoints with "
+                               "magnet.models.reference_import first", map_location)
+    model = PoseVQVAE(config_from_metadata(meta, VQVAEConfig))
+    load_state_strict(model, state, str(path))
     return model.to(map_location)
-
-
-def _load_strict(model: nn.Module, state: dict[str, Tensor], source: str) -> None:
-    """``load_state_dict`` that raises a one-line CheckpointError naming the first bad key."""
-    own = model.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    if missing:
-        raise CheckpointError(f"{source}: missing key {missing[0]!r} ({len(missing)} missing); "
-                              "the file does not match this model configuration")
-    if unexpected:
-        raise CheckpointError(f"{source}: unexpected key {unexpected[0]!r} ({len(unexpected)} unexpected); "
-                              "the file does not match this model configuration")
-    for k, v in own.items():
-        if tuple(state[k].shape) != tuple(v.shape):
-            raise CheckpointError(f"{source}: key {k!r} has shape {tuple(state[k].shape)}, "
-                                  f"the model expects {tuple(v.shape)}")
-    model.load_state_dict(state, strict=True)
