@@ -43,6 +43,17 @@ class PresetConfig:
             raise ConfigError(f"unknown {cls.LABEL} preset {name!r}; choose one of {sorted(cls.PRESETS)}")
         return dataclasses.replace(cls.PRESETS[name], **overrides)
 
+    @classmethod
+    def from_spec(cls, spec: Any):
+        """A config from what a Hydra config gives: an instance, a preset name, or ``{preset: name, **overrides}``
+        (preset ``paper`` when omitted)."""
+        if isinstance(spec, cls):
+            return spec
+        if isinstance(spec, str):
+            return cls.preset(spec)
+        spec = dict(spec)
+        return cls.preset(spec.pop("preset", "paper"), **spec)
+
 
 def save_weights(model: nn.Module, path: str | os.PathLike, fmt: str, meta: dict[str, str],
                  metadata: dict[str, str] | None = None) -> Path:

@@ -213,7 +213,7 @@ class DFoTModule(MagnetModule):
         self.vqvae.eval()
         self.vqvae_source = str(vqvae)
         f = self.vqvae.factor
-        self.model = DFoT(_dfot_config(model), int(num_persons), self.vqvae.config.d_latent, f)
+        self.model = DFoT(DFoTConfig.from_spec(model), int(num_persons), self.vqvae.config.d_latent, f)
         self.packed_layout = PackedLayout(int(num_persons))
         self.token_layout = self.model.token_layout
         self.diffusion = DiscreteDiffusion(objective=objective, noise_sampling=noise_sampling,
@@ -513,13 +513,3 @@ def _field_of(i: int) -> str:
         if s.start <= i < s.stop:
             return f"field {name}"
     return "partner statistics"
-
-
-def _dfot_config(model: str | dict[str, Any] | DFoTConfig) -> DFoTConfig:
-    if isinstance(model, DFoTConfig):
-        return model
-    if isinstance(model, str):
-        return DFoTConfig.preset(model)
-    spec = dict(model)
-    preset = spec.pop("preset", "paper")
-    return DFoTConfig.preset(preset, **spec)

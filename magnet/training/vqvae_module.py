@@ -63,7 +63,7 @@ class VQVAEModule(MagnetModule):
     ):
         super().__init__()
         self.save_hyperparameters(ignore=["stats"])
-        self.model = PoseVQVAE(_model_config(model))
+        self.model = PoseVQVAE(VQVAEConfig.from_spec(model))
         self.layout = PackedLayout(1)
         self.loss_weights = dict(loss_weights or {})
         self.init_stats()
@@ -218,13 +218,3 @@ class VQVAEModule(MagnetModule):
     def export_weights(self, path: str | Path) -> Path:
         """Write the plain VQ-VAE weights + config + normalisation stats (usable without Lightning)."""
         return save_vqvae(self.model, path, metadata={"stage": "vqvae", **self.stats_metadata()})
-
-
-def _model_config(model: str | dict[str, Any] | VQVAEConfig) -> VQVAEConfig:
-    if isinstance(model, VQVAEConfig):
-        return model
-    if isinstance(model, str):
-        return VQVAEConfig.preset(model)
-    spec = dict(model)
-    preset = spec.pop("preset", "paper")
-    return VQVAEConfig.preset(preset, **spec)
