@@ -11,7 +11,7 @@ export MPLBACKEND ?= Agg
 
 DEMO_DIR ?= outputs/demo
 
-.PHONY: install test test-slow demo data bench lint clean
+.PHONY: install test demo data bench lint clean
 
 install: $(STAMP)
 
@@ -23,9 +23,6 @@ $(STAMP): pyproject.toml
 
 test: install
 	$(PY) -m pytest -q
-
-test-slow: install
-	$(PY) -m pytest -q -m slow
 
 # The embedded synthetic dataset (built once into $(DATA_DIR)/synthetic, cached).
 data: install
