@@ -287,6 +287,13 @@ def test_resume_continues_step(stage1, synthetic_root, tmp_path):
         _module(stage1), datamodule=_datamodule(synthetic_root), ckpt_path=str(last))
     assert seen["step"] == 6 and seen["sched"] == 6
     torch.testing.assert_close(seen["w"], saved["state_dict"]["model.head.weight"])
+    # resuming with another stage.vqvae_ckpt keeps the checkpoint's VQ-VAE copy and says so
+    other = save_vqvae(load_vqvae(stage1["path"]), tmp_path / "other" / "vqvae.safetensors",
+                       metadata={"stats_mean": ",".join(repr(float(v)) for v in stage1["stats"].mean),
+                                 "stats_std": ",".join(repr(float(v)) for v in stage1["stats"].std)})
+    with pytest.warns(UserWarning, match="checkpoint's own copy of the VQ-VAE"):
+        _trainer(tmp_path, 7, enable_checkpointing=False, limit_val_batches=0).fit(
+            _module({**stage1, "path": other}), datamodule=_datamodule(synthetic_root), ckpt_path=str(last))
     # a DFoT checkpoint is refused as a VQ-VAE
     with pytest.raises(CheckpointError, match="stage 'dfot'"):
         load_stage1(last)

@@ -30,6 +30,7 @@ file's (per-person entries; the partner entries, which only the DFoT uses, come 
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -479,6 +480,13 @@ class DFoTModule(MagnetModule):
             "vqvae_source": self.vqvae_source,
             "diffusion": self.diffusion_config(),
         }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)
+        saved = checkpoint.get("magnet", {}).get("vqvae_source")
+        if saved is not None and Path(saved).resolve() != Path(self.vqvae_source).resolve():
+            warnings.warn(f"resuming: the checkpoint's own copy of the VQ-VAE (trained from {saved}) is used, not "
+                          f"stage.vqvae_ckpt={self.vqvae_source}", stacklevel=2)
 
     def export_weights(self, path: str | Path) -> Path:
         """Write ``path`` (the DFoT: :func:`magnet.models.dfot.save_dfot`, with the diffusion options as
