@@ -224,6 +224,9 @@ class MotionDataModule(LightningDataModule):
             dataset,
             batch_size=batch_size,
             sampler=sampler,
+            # its own generator: starting an iteration draws a worker base seed, which would otherwise come from
+            # the global torch RNG and shift the model's random stream after a mid-epoch resume
+            generator=torch.Generator().manual_seed(int(sampler.seed)),
             num_workers=self.num_workers,
             collate_fn=passthrough_collate,
             pin_memory=self.pin_memory,

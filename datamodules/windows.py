@@ -90,13 +90,50 @@ def _one_line_errors(iterator: Iterator[Any]) -> Iterator[Any]:
 
 
 class MotionDataLoader(DataLoader):
-    """A ``DataLoader`` whose user errors (bad data found in a worker process) stay one line.
+    """A ``DataLoader`` whose user errors (bad data found in a worker process) stay one line, and that can resume
+    in the middle of an epoch.
 
-    Same arguments and behaviour as :class:`torch.utils.data.DataLoader`.
+    Same arguments and behaviour as :class:`torch.utils.data.DataLoader`. With a :class:`WindowSampler` it is
+    stateful (``state_dict`` / ``load_state_dict``, which Lightning saves in checkpoints): the state is the sampler
+    epoch of the iteration in progress and the number of batches handed out so far; after ``load_state_dict`` the
+    next iteration draws that epoch's windows exactly as before and skips the batches already trained on, so a
+    resumed run sees the same batches as an uninterrupted one. Under another sampler (e.g. Lightning's distributed
+    wrapper) the state is empty and an interrupted epoch restarts.
     """
 
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self._epoch: int | None = None
+        self._batches = 0
+        self._resume_batches = 0
+
+    def _window_sampler(self) -> WindowSampler | None:
+        return self.sampler if isinstance(self.sampler, WindowSampler) else None
+
     def __iter__(self):
-        return _one_line_errors(super().__iter__())
+        sampler = self._window_sampler()
+        self._epoch = sampler.epoch if sampler is not None else None
+        self._batches, self._resume_batches = self._resume_batches, 0
+        return self._counted(_one_line_errors(super().__iter__()))
+
+    def _counted(self, iterator: Iterator[Any]) -> Iterator[Any]:
+        for batch in iterator:
+            self._batches += 1
+            yield batch
+        self._batches = 0  # a finished iteration leaves nothing to resume
+
+    def state_dict(self) -> dict[str, int]:
+        if self._window_sampler() is None or self._epoch is None:
+            return {}
+        return {"epoch": int(self._epoch), "batches": int(self._batches)}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        sampler = self._window_sampler()
+        if sampler is None or not state:
+            return
+        sampler.set_epoch(int(state["epoch"]))
+        sampler.skip = int(state["batches"]) * int(self.batch_size or 1)
+        self._resume_batches = int(state["batches"])
 
 
 class ClipCache:
@@ -544,6 +581,8 @@ class WindowSampler(Sampler):
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
 
+    skip = 0  # items of the next iteration to draw but not yield (mid-epoch resume, see MotionDataLoader)
+
     def _flat(self, rng: np.random.Generator) -> Iterator[np.ndarray]:
         """Chunks of flat indices into the concatenation."""
         total, n = len(self.dataset), self.epoch_length
@@ -567,6 +606,7 @@ class WindowSampler(Sampler):
     def __iter__(self) -> Iterator[Spec]:
         rng = np.random.default_rng([self.seed, self.epoch])
         self.epoch += 1
+        skip, self.skip = self.skip, 0
         mix = self.dataset
         for flat in self._flat(rng):
             ds = np.searchsorted(mix.offsets, flat, side="right") - 1
@@ -579,7 +619,11 @@ class WindowSampler(Sampler):
                 )
                 for r, s in zip(rows.tolist(), specs):
                     out[r] = (k, *s)
-            yield from out
+            if skip >= len(out):  # drawn (the random stream stays the same) but already trained on
+                skip -= len(out)
+                continue
+            yield from out[skip:]
+            skip = 0
 
 
 __all__ = ["SLICING_MODES", "ClipCache", "ClipInfo", "HDF5WindowDataset", "MixedDataset", "MotionDataLoader",
