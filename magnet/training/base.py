@@ -21,8 +21,8 @@ from magnet.training.schedule import build_warmup_cosine
 class MagnetModule(pl.LightningModule):
     """Base of :class:`VQVAEModule` and :class:`DFoTModule`.
 
-    Subclasses call :meth:`init_stats` in ``__init__``, set ``STAGE`` and implement :meth:`trainable_parameters`
-    and :meth:`checkpoint_info`. The hyper-parameters ``lr``, ``weight_decay``, ``adam_betas``, ``warmup_steps``,
+    Subclasses call :meth:`init_stats` in ``__init__``, set ``STAGE``, and may override
+    :meth:`trainable_parameters` and :meth:`checkpoint_info`. The hyper-parameters ``lr``, ``weight_decay``, ``adam_betas``, ``warmup_steps``,
     ``total_steps`` and ``min_lr_ratio`` must be saved with ``save_hyperparameters``.
     """
 
@@ -56,7 +56,8 @@ class MagnetModule(pl.LightningModule):
     # ------------------------------------------------------------------------------------------ optimiser
 
     def trainable_parameters(self):
-        raise NotImplementedError(f"{type(self).__name__} must say which parameters the optimiser updates")
+        """The parameters the optimiser updates: every parameter that requires a gradient."""
+        return [p for p in self.parameters() if p.requires_grad]
 
     def configure_optimizers(self):
         """AdamW with linear warm-up, cosine decay to ``min_lr_ratio`` at ``total_steps``, then held there."""
