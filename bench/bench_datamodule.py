@@ -13,30 +13,10 @@ import tempfile
 import time
 from pathlib import Path
 
-import h5py
-import numpy as np
 import torch
-import yaml
+from _data import build_random_dataset
 
 from datamodules import MotionDataModule
-from magnet.representation import MotionStats, PackedLayout
-
-
-def build(root: Path, clips: int, frames: int, persons: int, seed: int = 0) -> None:
-    """``<root>/bench_dataset.hdf5`` (all clips in train), the YAML split file and a mean/std npz."""
-    rng = np.random.default_rng(seed)
-    lay = PackedLayout(persons)
-    names = [f"clip{i:04d}" for i in range(clips)]
-    with h5py.File(root / "bench_dataset.hdf5", "w") as f:
-        for split in ("train", "val", "test"):
-            f.create_group(split)
-        for name in names:
-            x = rng.standard_normal((frames, persons, lay.dim), dtype=np.float32)
-            x[..., lay.contacts] = x[..., lay.contacts] > 0
-            x[..., lay.mask] = 1.0
-            f["train"].create_dataset(name, data=x)
-    (root / "bench_dataset_files.txt").write_text(yaml.safe_dump({"train": names, "val": [], "test": []}))
-    MotionStats(rng.normal(size=361) * 0.1, rng.uniform(0.5, 2.0, size=361)).save(root / "bench_mean_std.npz")
 
 
 def windows_per_second(dm: MotionDataModule, seconds: float, max_epochs: int | None = None) -> tuple[float, int]:
@@ -65,7 +45,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         t0 = time.perf_counter()
-        build(root, args.clips, args.frames, args.persons)
+        build_random_dataset(root, args.clips, args.frames, args.persons)
         size = (root / "bench_dataset.hdf5").stat().st_size / 1e6
         print(f"dataset: {args.clips} clips x {args.frames} frames x {args.persons} persons "
               f"({size:.0f} MB HDF5, built in {time.perf_counter() - t0:.1f} s)")

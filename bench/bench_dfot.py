@@ -19,34 +19,15 @@ import tempfile
 import time
 from pathlib import Path
 
-import h5py
 import numpy as np
 import torch
-import yaml
+from _data import build_random_dataset
 
 from datamodules import MotionDataModule
 from magnet.models.vqvae import PoseVQVAE, save_vqvae
-from magnet.representation import MotionStats, PackedLayout
+from magnet.representation import MotionStats
 from magnet.training.dfot_module import DFoTModule
 from magnet.training.latent_cache import CachedLatentDataset, LatentCache, encode_clip_windows, person_frames
-
-
-def build_random(root: Path, clips: int, frames: int, persons: int, seed: int = 0) -> MotionStats:
-    """``<root>/bench_dataset.hdf5`` (every clip in train), its YAML split file and a mean/std npz."""
-    rng = np.random.default_rng(seed)
-    lay = PackedLayout(persons)
-    names = [f"clip{i:04d}" for i in range(clips)]
-    with h5py.File(root / "bench_dataset.hdf5", "w") as f:
-        for split in ("train", "val", "test"):
-            f.create_group(split)
-        for name in names:
-            x = rng.standard_normal((frames, persons, lay.dim), dtype=np.float32)
-            x[..., lay.mask] = 1.0
-            f["train"].create_dataset(name, data=x)
-    (root / "bench_dataset_files.txt").write_text(yaml.safe_dump({"train": names, "val": [], "test": []}))
-    stats = MotionStats(np.zeros(361), np.ones(361))
-    stats.save(root / "bench_mean_std.npz")
-    return stats
 
 
 def make_vqvae(preset: str, path: Path, stats: MotionStats, seed: int = 0) -> Path:
@@ -147,7 +128,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         if args.data is None:
-            stats = build_random(tmp, args.clips, args.frames, args.persons)
+            stats = build_random_dataset(tmp, args.clips, args.frames, args.persons, unit_stats=True)
             dataset = {"name": "bench", "dir": str(tmp)}
         else:
             dataset = {"name": args.data.name, "dir": str(args.data)}
