@@ -18,3 +18,12 @@ def synthetic_root(tmp_path_factory):
     root = tmp_path_factory.mktemp("data")
     ensure_synthetic_dataset(root, num_clips=12, seed=0, frames=(90, 150))
     return root
+
+
+@pytest.fixture(scope="session")
+def sampler_checkpoints(synthetic_root, tmp_path_factory):
+    """Tiny trained DFoT checkpoints for 1, 2 and 3 persons: ``{P: dir}`` holding dfot.safetensors,
+    vqvae.safetensors and last.ckpt (tests/sampling_fixtures.py)."""
+    from sampling_fixtures import build_checkpoints
+
+    return build_checkpoints(synthetic_root, tmp_path_factory.mktemp("dfot"))

@@ -1,0 +1,175 @@
+"""Sampling options (reference spec 4.1-4.9) as one validated dataclass, and the per-task defaults of 4.9.
+
+Library code takes a :class:`SamplingConfig`; ``sample.py`` builds it from ``conf/sample.yaml`` (groups ``task/``
+and ``schedule/``). Every field keeps the reference's name where it has one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any
+
+from magnet.errors import ConfigError
+from magnet.sampling.plans import COMPAT_MODES, SCHEDULES, check_steps
+
+__all__ = [
+    "CONTEXT_MINIMUM",
+    "IMPLEMENTED_TASKS",
+    "ROOT_MODES",
+    "TASKS",
+    "TASK_DEFAULTS",
+    "SamplingConfig",
+]
+
+TASKS = ("joint", "partner_prediction", "motion_control_live", "partner_inpainting", "inbetweening",
+         "agentic_turn_taking", "agentic_sync", "pp2joint")
+"""The eight sampling tasks (spec 4.3, 4.4)."""
+
+IMPLEMENTED_TASKS = ("joint",)
+
+ROOT_MODES = ("temporal", "temporal_partner")
+PROCESSES = ("ddim", "ddpm")
+
+CONTEXT_MINIMUM = {"joint": 16, "agentic_turn_taking": 16, "agentic_sync": 16, "partner_prediction": 4,
+                   "motion_control_live": 4, "pp2joint": 4, "partner_inpainting": 4, "inbetweening": 0}
+"""Minimum ``context_seq_len`` in frames per task (spec 4.1; the reference does not check inpainting, which needs
+at least one latent frame here)."""
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    """Everything that decides what the sampler computes (names as in the reference's ``sampling_cfg``).
+
+    ``compat``: ``fixed`` (default; reference defects fixed) or ``reference`` (the reference's computation,
+    defects included). ``driven``: person slots given as ground truth by the conditioning tasks.
+    """
+
+    task: str = "joint"
+    sampling_schedule: str = "causal_uncertainty"
+    sampling_steps: int = 50
+    sampling_num: int = 10
+    denoising_process: str = "ddim"
+    ddim_eta: float = 0.0
+    context_seq_len: int = 32
+    sampling_seq_len: int = 200
+    sampling_subseq_len: int = 16
+    ar_seq_stride: int = 16
+    offset_proportion: float = 0.75
+    root_transform_mode: str = "temporal_partner"
+    is_update_history_transforms: bool = True
+    use_temporal_smoothing: bool = True
+    temporal_smoothing_strength: float = 0.3
+    cfg_scale_dict: dict[str, float] = field(default_factory=lambda: {"clean": 1.0})
+    use_smoothing_guidance: bool = False
+    smoothing_guidance_weight: float = 2.0
+    smoothing_guidance_start_ratio: float = 0.0
+    smoothing_guidance_end_ratio: float = 1.0
+    use_foot_skating_guidance: bool = False
+    foot_skating_guidance_weight: float = 2.0
+    foot_skating_guidance_start_ratio: float = 0.0
+    foot_skating_guidance_end_ratio: float = 1.0
+    driven: tuple[int, ...] = (0,)
+    keyframes: tuple[int, ...] = (0, 63)
+    compat: str = "fixed"
+
+    def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise ConfigError(f"unknown task {self.task!r}; choose one of {', '.join(TASKS)}")
+        if self.sampling_schedule not in SCHEDULES:
+            raise ConfigError(f"unknown schedule {self.sampling_schedule!r}; choose one of {', '.join(SCHEDULES)}")
+        if self.compat not in COMPAT_MODES:
+            raise ConfigError(f"compat {self.compat!r} unknown; choose one of {', '.join(COMPAT_MODES)}")
+        if self.denoising_process not in PROCESSES:
+            raise ConfigError(f"denoising_process {self.denoising_process!r} unknown; choose one of "
+                              f"{', '.join(PROCESSES)}")
+        if self.root_transform_mode not in ROOT_MODES:
+            raise ConfigError(f"root_transform_mode {self.root_transform_mode!r} unknown; choose one of "
+                              f"{', '.join(ROOT_MODES)}")
+        check_steps(self.sampling_steps)
+        if int(self.sampling_num) < 1:
+            raise ConfigError(f"sampling_num must be >= 1, got {self.sampling_num}")
+        if float(self.ddim_eta) < 0:
+            raise ConfigError(f"ddim_eta must be >= 0, got {self.ddim_eta}")
+        ctx = int(self.context_seq_len)
+        if ctx % 4:
+            raise ConfigError(f"context_seq_len must be a multiple of 4 frames (one latent frame), got {ctx}")
+        minimum = CONTEXT_MINIMUM[self.task]
+        if ctx < minimum:
+            raise ConfigError(f"context_seq_len {ctx} is below the minimum of {minimum} frames for task "
+                              f"{self.task}")
+        if int(self.sampling_seq_len) < 1:
+            raise ConfigError(f"sampling_seq_len must be >= 1 frame, got {self.sampling_seq_len}")
+        if int(self.sampling_subseq_len) < 1:
+            raise ConfigError(f"sampling_subseq_len must be >= 1, got {self.sampling_subseq_len}")
+        if int(self.ar_seq_stride) < 4 or int(self.ar_seq_stride) % 4:
+            raise ConfigError(f"ar_seq_stride must be a positive multiple of 4 frames, got {self.ar_seq_stride}")
+        if not 0.0 <= float(self.offset_proportion) <= 1.0:
+            raise ConfigError(f"offset_proportion must be in [0, 1], got {self.offset_proportion}")
+        if not 0.0 <= float(self.temporal_smoothing_strength) <= 1.0:
+            raise ConfigError(f"temporal_smoothing_strength must be in [0, 1], got "
+                              f"{self.temporal_smoothing_strength}")
+        for name in ("smoothing_guidance", "foot_skating_guidance"):
+            lo, hi = float(getattr(self, f"{name}_start_ratio")), float(getattr(self, f"{name}_end_ratio"))
+            if not 0.0 <= lo <= hi <= 1.0:
+                raise ConfigError(f"{name}_start_ratio / end_ratio must satisfy 0 <= start <= end <= 1, got "
+                                  f"{lo} and {hi}")
+        if not isinstance(self.cfg_scale_dict, dict) or not self.cfg_scale_dict:
+            raise ConfigError("cfg_scale_dict must be a non-empty mapping such as {clean: 1.0}")
+        object.__setattr__(self, "driven", tuple(int(i) for i in self.driven))
+        object.__setattr__(self, "keyframes", tuple(int(i) for i in self.keyframes))
+        object.__setattr__(self, "cfg_scale_dict", {str(k): float(v) for k, v in self.cfg_scale_dict.items()})
+
+    @property
+    def context_latent(self) -> int:
+        return int(self.context_seq_len) // 4
+
+    def replace(self, **changes: Any) -> SamplingConfig:
+        return replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["driven"] = list(self.driven)
+        d["keyframes"] = list(self.keyframes)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> SamplingConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ConfigError(f"unknown sampling option(s) {unknown}; known: {sorted(known)}")
+        return cls(**d)
+
+    @classmethod
+    def for_task(cls, task: str, **overrides: Any) -> SamplingConfig:
+        """The reference's shipped settings for ``task`` (spec 4.9), with ``overrides``."""
+        if task not in TASK_DEFAULTS:
+            raise ConfigError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
+        return cls(**{**TASK_DEFAULTS[task], **overrides})
+
+
+_GUIDED = {"use_smoothing_guidance": True, "use_foot_skating_guidance": True}
+
+TASK_DEFAULTS: dict[str, dict[str, Any]] = {
+    # dd100.yaml
+    "joint": {"task": "joint", "sampling_subseq_len": 16, "ar_seq_stride": 16, "sampling_seq_len": 200,
+              "sampling_num": 10, "root_transform_mode": "temporal_partner", **_GUIDED},
+    "partner_prediction": {"task": "partner_prediction", "sampling_subseq_len": 1, "ar_seq_stride": 8,
+                           "sampling_seq_len": 200, "sampling_num": 10, "root_transform_mode": "temporal_partner",
+                           **_GUIDED},
+    "agentic_turn_taking": {"task": "agentic_turn_taking", "sampling_subseq_len": 4, "ar_seq_stride": 8,
+                            "sampling_seq_len": 200, "sampling_num": 10, "root_transform_mode": "temporal",
+                            **_GUIDED},
+    "agentic_sync": {"task": "agentic_sync", "sampling_subseq_len": 4, "ar_seq_stride": 8, "sampling_seq_len": 200,
+                     "sampling_num": 10, "root_transform_mode": "temporal", **_GUIDED},
+    "motion_control_live": {"task": "motion_control_live", "sampling_subseq_len": 4, "ar_seq_stride": 8,
+                            "sampling_seq_len": 200, "sampling_num": 1, "root_transform_mode": "temporal",
+                            **_GUIDED},
+    "partner_inpainting": {"task": "partner_inpainting", "sampling_schedule": "full_sequence",
+                           "sampling_subseq_len": 2, "ar_seq_stride": 32, "sampling_seq_len": 150,
+                           "sampling_num": 10, "root_transform_mode": "temporal_partner", **_GUIDED},
+    "inbetweening": {"task": "inbetweening", "sampling_subseq_len": 2, "ar_seq_stride": 4, "sampling_seq_len": 64,
+                     "sampling_num": 1, "root_transform_mode": "temporal", "keyframes": (0, 63), **_GUIDED},
+    "pp2joint": {"task": "pp2joint", "sampling_subseq_len": 1, "ar_seq_stride": 8, "sampling_seq_len": 400,
+                 "sampling_num": 10, "root_transform_mode": "temporal_partner", **_GUIDED},
+}
