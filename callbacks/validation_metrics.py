@@ -88,6 +88,11 @@ class ValidationMetrics(Callback):
         num_persons: persons per window for the inter-person correlation; None or 1 = not computed.
         prefix: prefix of every logged name.
         enabled: False turns the callback off.
+        sample_every_n_validations: on every k-th evaluated validation run, modules that can generate (the DFoT's
+            ``sample_windows``) also sample the first ``sample_windows`` fully valid validation windows (context =
+            the first 32 frames, ``sample_steps`` DDIM steps, x0 guidance only with ``sample_guidance``) and the
+            same metrics of those real samples against the ground truth, generated frames only, are logged under
+            ``sample_prefix``; None or 0 turns it off.
     """
 
     def __init__(
@@ -101,6 +106,11 @@ class ValidationMetrics(Callback):
         num_persons: int | None = None,
         prefix: str = "val_metrics/",
         enabled: bool = True,
+        sample_every_n_validations: int | None = 1,
+        sample_windows: int = 8,
+        sample_steps: int = 10,
+        sample_guidance: bool = False,
+        sample_prefix: str = "val_samples/",
     ):
         super().__init__()
         if int(every_n_validations) < 1:
@@ -120,6 +130,17 @@ class ValidationMetrics(Callback):
         self.num_persons = int(num_persons) if num_persons is not None else None
         self.prefix = prefix
         self.enabled = bool(enabled)
+        if int(sample_windows) < 1 or int(sample_steps) < 1:
+            raise ConfigError(f"ValidationMetrics: sample_windows ({sample_windows}) and sample_steps "
+                              f"({sample_steps}) must be >= 1")
+        self.sample_every = int(sample_every_n_validations or 0)
+        self.sample_windows = int(sample_windows)
+        self.sample_steps = int(sample_steps)
+        self.sample_guidance = bool(sample_guidance)
+        self.sample_prefix = sample_prefix
+        self.sampling = False  # this run also samples
+        self.sampled = 0  # windows sampled in this run
+        self.sample_metrics: dict[str, Metric] | None = None
 
         self.validation_runs = 0  # validation runs seen (saved in checkpoints)
         self.active = False  # this run is evaluated
@@ -183,6 +204,16 @@ class ValidationMetrics(Callback):
             metric.reset()
             metric.to(device)
         self.active, self.batches_seen = True, 0
+        evaluated = self.validation_runs // self.every_n_validations
+        self.sampling = bool(self.sample_every and hasattr(pl_module, "sample_windows")
+                             and evaluated % self.sample_every == 0)
+        self.sampled = 0
+        if self.sampling:
+            if self.sample_metrics is None or self._metrics_fps != self._module_fps(pl_module):
+                self.sample_metrics = self.build_metrics(self._module_fps(pl_module))
+            for metric in self.sample_metrics.values():
+                metric.reset()
+                metric.to(device)
 
     def on_validation_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any,
                                 batch_idx: int, dataloader_idx: int = 0) -> None:
@@ -200,6 +231,13 @@ class ValidationMetrics(Callback):
             return
         self.update(outputs["joints_pred"], outputs["joints_gt"], outputs.get("valid"),
                     int(outputs.get("num_persons", 1)))
+        if self.sampling and self.sampled < self.sample_windows and isinstance(batch, dict) and "x" in batch:
+            res = pl_module.sample_windows(batch, self.sample_windows - self.sampled, self.sample_steps,
+                                           seed=batch_idx, guidance=self.sample_guidance)
+            if res is not None:
+                p = int(res.get("num_persons", 1))
+                self.sampled += res["joints_pred"].shape[0] // p
+                self.update(res["joints_pred"], res["joints_gt"], res.get("valid"), p, metrics=self.sample_metrics)
 
     def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if not self.active:
@@ -209,6 +247,12 @@ class ValidationMetrics(Callback):
             pl_module.log(self.prefix + name, value, on_step=False, on_epoch=True, sync_dist=False)
         for metric in self.metrics.values():
             metric.reset()
+        if self.sampling:
+            self.sampling = False
+            for name, value in self.compute(self.sample_metrics, self.sample_prefix).items():
+                pl_module.log(self.sample_prefix + name, value, on_step=False, on_epoch=True, sync_dist=False)
+            for metric in self.sample_metrics.values():
+                metric.reset()
 
     def state_dict(self) -> dict[str, Any]:
         return {"validation_runs": self.validation_runs}
@@ -218,9 +262,11 @@ class ValidationMetrics(Callback):
 
     # ------------------------------------------------------------------------------------------------ maths
     def update(self, joints_pred: Tensor, joints_gt: Tensor, valid: Tensor | None = None,
-               num_persons: int = 1) -> None:
-        """Add one batch: joints ``[N, T, J>=22, 3]``, ``valid [N, T]`` (None: all), N = B * ``num_persons``."""
-        if self.metrics is None:
+               num_persons: int = 1, metrics: dict[str, Metric] | None = None) -> None:
+        """Add one batch: joints ``[N, T, J>=22, 3]``, ``valid [N, T]`` (None: all), N = B * ``num_persons``;
+        into ``metrics`` (default: the validation metrics)."""
+        metrics = self.metrics if metrics is None else metrics
+        if metrics is None:
             raise RuntimeError("ValidationMetrics.update called before the metrics were built (setup)")
         pred, gt = joints_pred.detach(), joints_gt.detach()
         if pred.dim() != 4 or pred.shape[-1] != 3 or pred.shape[-2] < 22 or pred.shape != gt.shape:
@@ -235,7 +281,7 @@ class ValidationMetrics(Callback):
         if tuple(valid.shape) != (n, t):
             raise DataError(f"ValidationMetrics: valid must be [N, T] = {(n, t)}, got {tuple(valid.shape)}")
 
-        device = self.metrics["num_frames"].device
+        device = metrics["num_frames"].device
         b, p = n // num_persons, num_persons
         # [B*P, T, J, 3] -> [B, T, P, J, 3] (row b*P + p is person p of window b)
         pred = pred.to(device=device, dtype=torch.float64).reshape(b, p, t, -1, 3).transpose(1, 2)
@@ -247,21 +293,20 @@ class ValidationMetrics(Callback):
                                       "are left out of the validation metrics")
         ok = ok & finite
 
-        use_corr = "corr_pred" in self.metrics and p == self.num_persons
-        if "corr_pred" in self.metrics and not use_corr:
+        use_corr = "corr_pred" in metrics and p == self.num_persons
+        if "corr_pred" in metrics and not use_corr:
             self._warn_once("persons", f"ValidationMetrics: configured num_persons={self.num_persons} but "
                                        f"validation_step returned num_persons={p}; correlation is skipped")
         full = ok.all(dim=1)
         if bool(full.any()):
-            self._update_clips(pred[full], gt[full], use_corr)
+            self._update_clips(metrics, pred[full], gt[full], use_corr)
         partial = torch.nonzero(~full).flatten().tolist()  # windows with some invalid frames
         for row, start, end in _valid_runs(ok[~full]):
             r = partial[row]
-            self._update_clips(pred[r:r + 1, start:end], gt[r:r + 1, start:end], use_corr)
+            self._update_clips(metrics, pred[r:r + 1, start:end], gt[r:r + 1, start:end], use_corr)
 
-    def _update_clips(self, pred: Tensor, gt: Tensor, use_corr: bool) -> None:
-        """Add clips ``[C, L, P, J, 3]`` (float64, every frame valid) to every metric."""
-        m = self.metrics
+    def _update_clips(self, m: dict[str, Metric], pred: Tensor, gt: Tensor, use_corr: bool) -> None:
+        """Add clips ``[C, L, P, J, 3]`` (float64, every frame valid) to every metric of ``m``."""
         c, length, p = pred.shape[:3]
         body_p, body_g = pred[..., BODY_JOINTS, :], gt[..., BODY_JOINTS, :]
         g_p, g_g = position_features(body_p), position_features(body_g)  # [C, L, P, 63]
@@ -280,18 +325,20 @@ class ValidationMetrics(Callback):
             m["corr_pred"].update(g_p)
             m["corr_gt"].update(g_g)
 
-    def compute(self) -> dict[str, float]:
+    def compute(self, metrics: dict[str, Metric] | None = None, prefix: str | None = None) -> dict[str, float]:
         """Synchronised results as floats (NaN results left out); ``{}`` when no frame was evaluated anywhere.
 
-        Every rank must call it (``compute`` gathers the states across DDP ranks).
+        ``metrics`` / ``prefix``: another metric set (the sampled windows') and its log prefix. Every rank must
+        call it (``compute`` gathers the states across DDP ranks).
         """
-        m = self.metrics
+        m = self.metrics if metrics is None else metrics
+        prefix = self.prefix if prefix is None else prefix
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "compute before update" is expected on a rank without batches
             num_frames = float(m["num_frames"].compute())
         if num_frames == 0:
-            self._warn_once("empty", "ValidationMetrics: no validation batch returned valid joints; "
-                                     f"nothing logged under {self.prefix}")
+            self._warn_once(f"empty{prefix}", "ValidationMetrics: no validation batch returned valid joints; "
+                                              f"nothing logged under {prefix}")
             return {}
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # also "< 2 rows -> NaN": NaN results are dropped below

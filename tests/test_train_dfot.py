@@ -264,6 +264,17 @@ def test_validation_step_returns_joints(stage1, synthetic_root):
         again = m.validation_step(batch, 0)
     torch.testing.assert_close(again["joints_pred"], out["joints_pred"])
 
+    # generated samples of the first fully valid windows (context = 32 frames): only generated frames count
+    full = int(batch["valid"].all(dim=2).all(dim=1).sum())
+    res = m.sample_windows(batch, 3, sampling_steps=2)
+    n = min(3, full)
+    assert res["joints_pred"].shape == (n * 2, 64, 22, 3) and res["num_persons"] == 2
+    assert res["valid"][:, :32].sum() == 0 and bool(res["valid"][:, 32:].all())
+    # the context frames of the samples are the decoded ground-truth context: close to the GT joints
+    ctx_err = (res["joints_pred"][:, :32] - res["joints_gt"][:, :32]).norm(dim=-1).mean()
+    assert float(ctx_err) < 0.2
+    assert all(q.requires_grad for q in m.model.parameters())   # sampling leaves the trainable DFoT trainable
+
 
 def test_resume_continues_step(stage1, synthetic_root, tmp_path):
     pl.seed_everything(0)
@@ -406,6 +417,7 @@ def test_train_py_end_to_end(stage1, synthetic_root, tmp_path):
     assert (run / "dfot.safetensors").is_file() and (run / "vqvae.safetensors").is_file()
     metrics = (run / "csv" / "metrics.csv").read_text()
     assert "val/loss_k500" in metrics and "train/consistency_trans" in metrics and "val_metrics/mpjpe_mm" in metrics
+    assert "val_samples/mpjpe_mm" in metrics and "val_samples/fd_seq_g" in metrics   # real samples, generated frames
     assert "final validation:" in res.stdout
 
     # Resume from the step-5 checkpoint as a user does (ckpt_path=): it loads with weights_only=True (plain

@@ -111,7 +111,7 @@ def pad_frames(x: Tensor, frames: int, layout: PackedLayout) -> Tensor:
 class Sampler:
     """Generates motion with a trained DFoT (see the module docstring).
 
-    ``dfot``, ``vqvae``: the networks (put in eval mode, gradients off); ``stats``: the normalisation statistics
+    ``dfot``, ``vqvae``: the networks (put in eval mode); ``stats``: the normalisation statistics
     they were trained with; ``diffusion``: :class:`DiscreteDiffusion` keyword arguments (the checkpoint's);
     ``body_model``: for world joint positions (None: the built-in default skeleton); ``device``.
     """
@@ -119,10 +119,10 @@ class Sampler:
     def __init__(self, dfot, vqvae, stats: MotionStats, diffusion: dict[str, Any] | None = None,
                  body_model: Any = None, device: str | torch.device = "cpu", source: str = ""):
         self.device = torch.device(device)
+        # eval mode only: the networks may belong to a module in training (validation sampling), so their
+        # requires_grad flags are left alone; guidance asks autograd for the latents' gradient only
         self.dfot = dfot.eval().to(self.device)
         self.vqvae = vqvae.eval().to(self.device)
-        self.dfot.requires_grad_(False)
-        self.vqvae.requires_grad_(False)
         self.stats = stats
         self.diffusion = DiscreteDiffusion(**(diffusion or {})).to(self.device)
         self.num_persons = self.dfot.num_persons

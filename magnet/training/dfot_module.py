@@ -452,6 +452,35 @@ class DFoTModule(MagnetModule):
         self.val_metrics["mpjpe_vqvae_mm"].update((joints_vq - joints_gt).norm(dim=-1).mean(-1)[mask].mean() * 1000, n)
         return {"joints_pred": joints_pred, "joints_gt": joints_gt, "valid": mask, "num_persons": p}
 
+    @torch.no_grad()
+    def sample_windows(self, batch: dict[str, Tensor], max_windows: int, sampling_steps: int = 10, seed: int = 0,
+                       guidance: bool = False) -> dict[str, Any] | None:
+        """Generate one joint sample for each of the first ``max_windows`` fully valid windows of a validation
+        batch with :class:`magnet.sampling.Sampler` (context = the window's first 32 frames, ``sampling_steps``
+        DDIM steps; x0 guidance off unless ``guidance``). Returns the callback contract (``joints_pred`` /
+        ``joints_gt [N*P, T, 22, 3]``, ``valid`` = the generated frames, ``num_persons``) or None when the batch
+        has no fully valid window."""
+        from magnet.representation import world_joints
+        from magnet.sampling.sampler import Sampler
+
+        x, valid = batch["x"], batch["valid"]
+        keep = torch.nonzero(valid.all(dim=2).all(dim=1)).flatten()[: int(max_windows)]
+        if keep.numel() == 0 or not self.has_stats:
+            return None
+        if getattr(self, "_sampler", None) is None or self._sampler.device != self.device:
+            stats = MotionStats(self.stats_mean.cpu().numpy(), self.stats_std.cpu().numpy(), source="DFoTModule")
+            self._sampler = Sampler(self.model, self.vqvae, stats, self.diffusion_config(), self.body_model,
+                                    self.device)
+        sampler = self._sampler
+        windows = x[keep]
+        out = sampler.generate_windows(windows, seed=seed, sampling_steps=int(sampling_steps),
+                                       use_smoothing_guidance=guidance, use_foot_skating_guidance=guidance)
+        gt = world_joints(sampler.stats.denormalise(windows.float()), self.body_model)      # [B, T, P, 22, 3]
+        b, t, p = gt.shape[:3]
+        frames = torch.arange(t, device=x.device) >= out.context_frames
+        return {"joints_pred": fold_persons(out.joints).to(gt.dtype), "joints_gt": fold_persons(gt),
+                "valid": frames[None].expand(b * p, t), "num_persons": p}
+
     def on_validation_epoch_end(self) -> None:
         for key, metric in self.val_metrics.items():
             if metric.update_called:
