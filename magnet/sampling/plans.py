@@ -83,13 +83,15 @@ def check_steps(sampling_steps: int, max_t: int = MAX_T) -> int:
 
 
 def index_to_level(sampling_steps: int, max_t: int = MAX_T) -> np.ndarray:
-    """Levels of the schedule indices ``0 .. N``: ``trunc(linspace(-1, max_t - 1, N + 1))`` (int64 ``[N + 1]``).
-
-    Index 0 is ``-1`` (clean), index N is ``max_t - 1`` (pure noise); for N = 50 the level of index i is
-    ``20 i - 1``.
+    """Levels of the schedule indices ``0 .. N``: ``linspace(-1, max_t - 1, N + 1)`` truncated toward zero
+    (int64 ``[N + 1]``), computed as the reference does (torch float32 ``linspace`` then ``long``), so every N maps
+    to the reference's levels exactly. Index 0 is ``-1`` (clean), index N ``max_t - 1`` (pure noise); for N = 50
+    the level of index i is ``20 i - 1``.
     """
+    import torch
+
     n = check_steps(sampling_steps, max_t)
-    return np.trunc(np.linspace(-1.0, max_t - 1.0, n + 1)).astype(np.int64)
+    return torch.linspace(-1.0, float(max_t - 1), n + 1, dtype=torch.float32).long().numpy()
 
 
 def schedule_matrix(schedule: str, num_tokens: int, group_size: int, sampling_steps: int,
@@ -337,11 +339,16 @@ def task_group_size(task: str, schedule: str, num_persons: int, subseq_len: int)
     return p
 
 
-def joint_layout(sampling_seq_len: int, window: int, ar_stride: int, frames_per_latent: int = 4
-                 ) -> tuple[int, int]:
+def joint_layout(sampling_seq_len: int, window: int, ar_stride: int, frames_per_latent: int = 4,
+                 compat: str = "fixed") -> tuple[int, int]:
     """``(n_iterations, total_latent)`` of joint generation (spec 4.3): ``n = ceil((max(len/4, Tm) - Tm) /
-    stride)`` AR windows after the first, ``T = n * stride + Tm`` latent frames (context included)."""
-    req = float(sampling_seq_len) / frames_per_latent
+    stride)`` AR windows after the first, ``T = n * stride + Tm`` latent frames (context included). The reference
+    divides the length by 4 rounding down (a length that is not a multiple of 4 can come out 1-3 frames short);
+    ``compat="fixed"`` always covers the requested frames."""
+    if compat == "reference":
+        req = float(int(sampling_seq_len) // frames_per_latent)
+    else:
+        req = float(sampling_seq_len) / frames_per_latent
     n_itr = math.ceil((max(req, window) - window) / ar_stride)
     return n_itr, n_itr * ar_stride + window
 
@@ -373,7 +380,7 @@ def joint_plan(num_persons: int, sampling_seq_len: int = 200, context_seq_len: i
     M = schedule_matrix(schedule, L, g, sampling_steps, offset_proportion, compat)
     M[:, : tc * P] = 0
     M = prune_rows(M)
-    n_itr, total = joint_layout(sampling_seq_len, Tm, stride, f)
+    n_itr, total = joint_layout(sampling_seq_len, Tm, stride, f, compat)
     s_tok = stride * P
     A = ar_window_matrix(M, s_tok, sampling_steps, compat)
     ar_ctx = Tm - s_tok if compat == "reference" else Tm - stride

@@ -212,8 +212,10 @@ class Sampler:
         out, calls = guidance.network(x, levels, context, generator)
         self.network_calls += calls
         x0, eps = self.diffusion.model_predictions(out, x, levels)
-        guided = guidance.guide(x0, progress)
-        if guided is not x0 or self.diffusion.objective == "pred_x0":
+        pred_x0 = self.diffusion.objective == "pred_x0"
+        # the reference applies x0 guidance only with the pred_x0 objective (it keeps the raw output otherwise)
+        guided = guidance.guide(x0, progress) if pred_x0 or cfg.compat == "fixed" else x0
+        if guided is not x0 or pred_x0:
             x0, eps = guided, None  # the noise implied by the (guided) x0 at the clamped level, inside the step
         if cfg.denoising_process == "ddpm":
             if cfg.compat == "reference":
