@@ -121,6 +121,28 @@ def test_ddpm_fixed_equals_ddim_with_eta_one(sampler2, clip2):
     assert bool(torch.isfinite(r.tokens).all())
 
 
+def test_last_layer_for_the_kept_tokens_only_equals_the_full_network(sampler2, clip2):
+    from magnet.models.dfot import DFoT
+
+    torch.manual_seed(0)
+    net = DFoT("tiny", 2, 16).eval()
+    x, lv = torch.randn(3, 16, 2, net.width), torch.randint(-1, 999, (3, 16, 2))
+    rows = torch.tensor([3, 17, 30])
+    with torch.no_grad():
+        full, part = net(x, lv).reshape(3, 32, -1), net(x, lv, rows).reshape(3, 32, -1)
+    torch.testing.assert_close(part[:, rows], full[:, rows], atol=1e-5, rtol=0)
+    assert part[:, [0, 1, 2]].abs().max() == 0
+    # the whole sampler: pruned (default) and straightforward runs agree to float tolerance
+    kw = {"num_samples": 2, "seed": 0, "use_smoothing_guidance": False, "use_foot_skating_guidance": False, **FAST}
+    a = sampler2.generate("joint", clip2, **kw)
+    sampler2.prune_rows = False
+    try:
+        b = sampler2.generate("joint", clip2, **kw)
+    finally:
+        sampler2.prune_rows = True
+    torch.testing.assert_close(a.tokens, b.tokens, atol=1e-4, rtol=0)
+
+
 def test_generate_windows_one_sample_per_window(sampler2, synthetic_root):
     from datamodules import MotionDataModule
 

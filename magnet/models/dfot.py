@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from magnet.errors import ConfigError, DataError
@@ -139,8 +140,14 @@ class DFoT(nn.Module):
     def extra_repr(self) -> str:
         return f"num_persons={self.num_persons}, latent_dim={self.token_layout.latent_dim}, width={self.width}"
 
-    def forward(self, tokens: Tensor, levels: Tensor) -> Tensor:
-        """``tokens[B, Tz, P, W]`` (noisy), ``levels[B, Tz, P]`` (long, -1 = clean) -> ``[B, Tz, P, W]``."""
+    def forward(self, tokens: Tensor, levels: Tensor, rows: Tensor | None = None) -> Tensor:
+        """``tokens[B, Tz, P, W]`` (noisy), ``levels[B, Tz, P]`` (long, -1 = clean) -> ``[B, Tz, P, W]``.
+
+        ``rows`` (long ``[R]``, flat token indices ``t * P + p``): compute the output of these tokens only (the
+        sampler asks for the tokens its step changes); the last layer then runs its queries and feed-forward for
+        these rows alone, every layer before it in full (every token is a key of the last layer). The other rows of
+        the result are 0. Eval mode only.
+        """
         if tokens.dim() != 4 or tokens.shape[2] != self.num_persons or tokens.shape[3] != self.width:
             raise DataError(f"DFoT: tokens have shape {tuple(tokens.shape)}, expected [B, Tz, {self.num_persons}, "
                             f"{self.width}]")
@@ -156,8 +163,35 @@ class DFoT(nn.Module):
             h = self.input_mlp(torch.cat([tokens, k_emb], dim=-1)) + p_emb
         positions = torch.arange(tz, device=tokens.device)[:, None].expand(tz, p)
         h = additive_rotary(h, positions, cfg.rotary_base)
-        h = self.transformer(h.reshape(b, tz * p, cfg.d_model))
-        return self.head(h).reshape(b, tz, p, self.width)
+        h = h.reshape(b, tz * p, cfg.d_model)
+        if rows is None or self.training:
+            h = self.transformer(h)
+            return self.head(h).reshape(b, tz, p, self.width)
+        layers = self.transformer.layers
+        for layer in layers[:-1]:
+            h = layer(h)
+        out = h.new_zeros(b, tz * p, self.width)
+        if rows.numel():
+            out[:, rows] = self.head(_encoder_layer_rows(layers[-1], h, rows))
+        return out.reshape(b, tz, p, self.width)
+
+
+def _encoder_layer_rows(layer: nn.TransformerEncoderLayer, h: Tensor, rows: Tensor) -> Tensor:
+    """A post-LN ``nn.TransformerEncoderLayer`` (ReLU FFN, eval mode) evaluated for the tokens ``rows`` only:
+    their queries attend to every token of ``h[B, L, d]`` -> ``[B, R, d]``."""
+    attn = layer.self_attn
+    b, L, d = h.shape
+    heads = attn.num_heads
+    dh = d // heads
+    w, bias = attn.in_proj_weight, attn.in_proj_bias
+    x = h[:, rows]
+    q = F.linear(x, w[:d], bias[:d]).view(b, -1, heads, dh).transpose(1, 2)
+    kv = F.linear(h, w[d:], bias[d:])
+    k = kv[..., :d].reshape(b, L, heads, dh).transpose(1, 2)
+    v = kv[..., d:].reshape(b, L, heads, dh).transpose(1, 2)
+    a = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, -1, d)
+    x = layer.norm1(x + attn.out_proj(a))
+    return layer.norm2(x + layer.linear2(F.relu(layer.linear1(x))))
 
 
 # ------------------------------------------------------------------------------------------- weights files

@@ -82,15 +82,16 @@ class Guidance:
 
     # ------------------------------------------------------------------------------------------- CFG
 
-    def network(self, x: Tensor, levels: Tensor, context: Tensor, generator: torch.Generator | None) -> tuple[
-            Tensor, int]:
+    def network(self, x: Tensor, levels: Tensor, context: Tensor, generator: torch.Generator | None,
+                rows: Tensor | None = None) -> tuple[Tensor, int]:
         """The composed network output for window ``x[S, Tm, P, W]`` at ``levels[S, Tm, P]``; ``context[Tm, P]``
-        (bool) marks the context tokens the masking modes act on. Returns ``(output, network_calls)``."""
+        (bool) marks the context tokens the masking modes act on; ``rows``: compute only these flat tokens (see
+        :meth:`magnet.models.dfot.DFoT.forward`). Returns ``(output, network_calls)``."""
         if self.plain or not bool(context.any()):
-            return self.dfot(x, levels), 1
+            return self.dfot(x, levels, rows), 1
         variants = [self._masked(x, kind, n, context, generator) for (kind, n), _ in self.terms]
         S = x.shape[0]
-        out = self.dfot(torch.cat(variants, dim=0), levels.repeat(len(variants), 1, 1))
+        out = self.dfot(torch.cat(variants, dim=0), levels.repeat(len(variants), 1, 1), rows)
         total = None
         for i, (_, w) in enumerate(self.terms):
             part = w * out[i * S:(i + 1) * S]

@@ -135,6 +135,9 @@ class Sampler:
         self.source = source
         self.network_calls = 0
         self.decoder_calls = 0
+        # the network computes its last layer only for the tokens a step keeps (equal to the full forward to float
+        # tolerance; False runs every token, the straightforward computation)
+        self.prune_rows = True
 
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike, device: str | torch.device = "cpu",
@@ -206,10 +209,15 @@ class Sampler:
     # ------------------------------------------------------------------------------------------ steps
 
     def _step(self, x: Tensor, levels: Tensor, next_levels: Tensor, context: Tensor, progress: float,
-              cfg: SamplingConfig, guidance: Guidance, generator: torch.Generator | None) -> Tensor:
+              cfg: SamplingConfig, guidance: Guidance, generator: torch.Generator | None,
+              rows: Tensor | None = None) -> Tensor:
         """One network call (with the CFG composition), x0 guidance and one denoising step on the window
-        ``x[S, Tm, P, W]``; ``context[Tm, P]`` marks the tokens the CFG masking modes act on."""
-        out, calls = guidance.network(x, levels, context, generator)
+        ``x[S, Tm, P, W]``; ``context[Tm, P]`` marks the tokens the CFG masking modes act on. ``rows``: the flat
+        token indices whose new value is kept (the network computes only those when no x0 guidance runs, since
+        guidance decodes every token's prediction)."""
+        if any(guidance.active(progress)):
+            rows = None
+        out, calls = guidance.network(x, levels, context, generator, rows)
         self.network_calls += calls
         x0, eps = self.diffusion.model_predictions(out, x, levels)
         pred_x0 = self.diffusion.objective == "pred_x0"
@@ -341,6 +349,8 @@ class Sampler:
         ctx_all = torch.as_tensor(plan.context, device=dev)
         inj_all = torch.as_tensor(plan.inject, device=dev)
         drv_all = torch.as_tensor(plan.driven, device=dev)
+        # tokens whose value the step keeps: not context, level changes, not overwritten by ground truth after
+        keep_out = ~ctx_all & (lv_all != nx_all) & ~drv_all & ~inj_all
         fixed = cfg.compat == "fixed"
         after_window = cfg.task != "partner_prediction"
         guidance = Guidance(self.dfot, self.vqvae, self.token_layout, cfg, gt_norm[:, 0, :, self.packed_layout.betas])
@@ -359,7 +369,8 @@ class Sampler:
                     cfg_ctx, ratio = ctx_all[n], float(plan.step[n]) / total
                 else:  # the reference: the first context_len latent frames; progress counts network calls
                     cfg_ctx, ratio = positions < int(plan.context_len[n]), float(n) / total
-                new = self._step(win, lv, nx, cfg_ctx, ratio, cfg, guidance, generator)
+                rows = torch.nonzero(keep_out[n].flatten()).flatten() if self.prune_rows else None
+                new = self._step(win, lv, nx, cfg_ctx, ratio, cfg, guidance, generator, rows)
                 win = torch.where(ctx_all[n][None, :, :, None], win, new)
                 if rolling:
                     if bool(drv_all[n].any()):
