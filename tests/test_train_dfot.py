@@ -357,8 +357,8 @@ def test_frozen_vqvae_does_not_warn_about_eval_mode(stage1, synthetic_root, tmp_
         _trainer(tmp_path, 1, [_KeepHeadInEval()], limit_val_batches=0, enable_checkpointing=False).fit(
             m, datamodule=_datamodule(synthetic_root))
     vq_modules = sum(1 for _ in m.vqvae.modules())
-    assert [str(w.message) for w in caught if "in eval mode" in str(w.message)][0].startswith(
-        f"Found {vq_modules + 1} module(s) in eval mode")
+    messages = [str(w.message) for w in caught if "in eval mode" in str(w.message)]
+    assert len(messages) == 1 and messages[0].startswith(f"Found {vq_modules + 1} module(s) in eval mode")
 
 
 def test_stats_and_person_mismatch_are_config_errors(stage1, synthetic_root, tmp_path):
