@@ -402,6 +402,38 @@ def test_failed_build_keeps_the_previous_dataset(tmp_path, body, monkeypatch):
     assert (out / "synthetic_dataset.hdf5").stat().st_mtime_ns != mtime
 
 
+def test_truncated_hdf5_is_rebuilt_and_named_with_the_generator_command(tmp_path, body):
+    """A truncated synthetic HDF5 is not a cache hit: the next call rebuilds it (with a warning), and reading the
+    damaged file directly names the generator command that rebuilds it, not magnet-preprocess."""
+    from magnet.data.hdf5 import DatasetFile
+
+    out = ensure_synthetic_dataset(tmp_path, num_clips=5, seed=1, frames=(40, 40), body_model=body)
+    hdf5 = out / "synthetic_dataset.hdf5"
+    good = hdf5.read_bytes()
+    hdf5.write_bytes(good[: len(good) // 2])
+    with pytest.raises(DataError) as err:
+        DatasetFile(hdf5)
+    msg = str(err.value)
+    assert "magnet-preprocess" not in msg and "\n" not in msg
+    assert msg.endswith(f"rebuild it with python -m magnet.data.synthetic --out {tmp_path} --clips 5 --seed 1 "
+                        "--min-frames 40 --max-frames 40 --force")
+    with pytest.warns(UserWarning, match="damaged"):
+        assert ensure_synthetic_dataset(tmp_path, num_clips=5, seed=1, frames=(40, 40), body_model=body) == out
+    with DatasetFile(hdf5) as f:
+        assert sum(len(f.sequences(s)) for s in f.splits) == 5
+        for split in f.splits:
+            for name in f.sequences(split):
+                assert f.read(split, name).shape[0] == 40
+    assert _leftovers(tmp_path) == []
+    # a file that reads but holds fewer sequences than the manifest records is rebuilt too
+    with h5py.File(hdf5, "a") as f:
+        del f["train"][next(iter(f["train"]))]
+    with pytest.warns(UserWarning, match="holds 4 sequences"):
+        ensure_synthetic_dataset(tmp_path, num_clips=5, seed=1, frames=(40, 40), body_model=body)
+    with DatasetFile(hdf5) as f:
+        assert sum(len(f.sequences(s)) for s in f.splits) == 5
+
+
 def test_cli_prints_a_summary_and_reports_errors(tmp_path, capsys):
     args = [
         "--out",

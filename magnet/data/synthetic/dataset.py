@@ -12,6 +12,7 @@ import shutil
 import sys
 import time
 import uuid
+import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -95,22 +96,45 @@ def _manifest_key(num_clips, seed, frames, body_model) -> dict[str, Any]:
     }
 
 
-def _cache_hit(out: Path, key: dict[str, Any]) -> bool:
+def _cache_check(out: Path, key: dict[str, Any]) -> str | None:
+    """None if ``out`` holds a complete, readable build for ``key``; else why not: "" when there is no build for
+    these arguments (nothing to report), or the damage found in a build for them (a file missing or unreadable,
+    e.g. a truncated HDF5, or sequence / frame counts that differ from the manifest)."""
+    import h5py
+
     from magnet.data import dataset_files
 
     try:
         manifest = json.loads((out / MANIFEST_NAME).read_text())
     except (OSError, ValueError):
-        return False
+        return ""
     if not isinstance(manifest, dict) or any(manifest.get(k) != v for k, v in key.items()):
-        return False
+        return ""
     files = dataset_files(out, DATASET_NAME)
-    return (
-        files.hdf5.is_file()
-        and files.split_yaml.is_file()
-        and files.stats.is_file()
-        and files.split_csv_dir.is_dir()
-    )
+    for path in (files.hdf5, files.split_yaml, files.stats):
+        if not path.is_file():
+            return f"{path.name} is missing"
+    if not files.split_csv_dir.is_dir():
+        return f"{files.split_csv_dir.name}/ is missing"
+    try:
+        with np.load(files.stats) as stats:
+            if stats["mean"].shape != (361,) or stats["std"].shape != (361,):
+                return f"{files.stats.name} has the wrong shapes"
+        with h5py.File(files.hdf5, "r") as f:
+            for split, count in (manifest.get("sequences") or {}).items():
+                group = f.get(split)
+                names = list(group) if isinstance(group, h5py.Group) else []
+                frames = sum(int(group[name][()].shape[0]) for name in names)  # reads every value
+                if len(names) != count or frames != (manifest.get("frames_per_split") or {}).get(split):
+                    return (f"{files.hdf5.name} split {split!r} holds {len(names)} sequences / {frames} frames, "
+                            f"the manifest {count} / {manifest['frames_per_split'].get(split)}")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        return f"a file cannot be read ({' '.join(str(exc).split())[:120]})"
+    return None
+
+
+def _cache_hit(out: Path, key: dict[str, Any]) -> bool:
+    return _cache_check(out, key) is None
 
 
 @contextlib.contextmanager
@@ -144,9 +168,10 @@ def ensure_synthetic_dataset(
     The directory holds ``synthetic_dataset.hdf5`` (each clip with an HDF5 attr ``scenario``),
     ``synthetic_dataset_files.txt``, ``synthetic_mean_std.npz``, ``synthetic_data_split/*.csv`` and
     ``manifest.json`` (generator version, arguments, body model, clip list). A later call with the same arguments
-    returns at once (cache hit); other arguments, a new generator version or ``force=True`` rebuild. Builds run
-    into a temporary directory that replaces the old one only when complete, under a lock file, so concurrent
-    or interrupted builds never leave half a dataset.
+    returns at once (cache hit: the manifest matches and every file reads back with the counts it records); other
+    arguments, a new generator version, a damaged build (e.g. a truncated HDF5; with a warning) or ``force=True``
+    rebuild. Builds run into a temporary directory that replaces the old one only when complete, under a lock file,
+    so concurrent or interrupted builds never leave half a dataset.
 
     Args:
         data_dir: parent directory (created if needed).
@@ -169,8 +194,12 @@ def ensure_synthetic_dataset(
     if not force and _cache_hit(out, key):
         return out
     with _build_lock(data_dir):
-        if not force and _cache_hit(out, key):  # another process finished the same build meanwhile
-            return out
+        if not force:
+            problem = _cache_check(out, key)  # another process may have finished the same build meanwhile
+            if problem is None:
+                return out
+            if problem:
+                warnings.warn(f"the synthetic dataset in {out} is damaged ({problem}); rebuilding it", stacklevel=2)
         clips = clip_plan(num_clips, seed, frames)
         splits = {s: [c["name"] for c in clips if c["split"] == s] for s in ("train", "val", "test")}
         tag = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
