@@ -110,3 +110,20 @@ def test_gitignore_ignores_no_tracked_file():
     if res.returncode != 0:
         pytest.skip("not a git checkout")
     assert res.stdout.split() == []
+
+
+def test_reference_switches_are_in_the_differences_table():
+    """Every stage switch that restores the reference's behaviour (``reference_*``) is named in the README's
+    "Differences from the reference code" table, with the command-line override that sets it."""
+    import re
+
+    readme = (REPO / "README.md").read_text()
+    section = readme[readme.index("## Differences from the reference code"):]
+    section = section[:section.index("\n## ", 1)]
+    switches = set()
+    for path in (CONF / "stage").glob("*.yaml"):
+        switches |= set(re.findall(r"^(reference_\w+):", path.read_text(), flags=re.MULTILINE))
+    assert switches == {"reference_averaging", "reference_partner_targets"}
+    for key in switches:
+        assert f"`stage.{key}=true`" in section, key
+    assert "per GPU" in section and "void persons' slots" in section
