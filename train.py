@@ -13,7 +13,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from magnet.cli import check_choices, one_line_warnings, run_guarded
+from magnet.cli import check_choices, one_line_warnings, quiet_lightning_notices, run_guarded
 
 GROUPS = ("stage", "dataset", "model", "trainer", "logger", "callbacks", "experiment", "paths")
 
@@ -22,6 +22,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     import lightning.pytorch as pl
     from hydra.core.hydra_config import HydraConfig
     from hydra.utils import instantiate
+
+    from magnet.training.base import check_resume_checkpoint
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     pl.seed_everything(cfg.seed, workers=True)
@@ -36,8 +38,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     ckpt_path = cfg.get("ckpt_path")
     if ckpt_path:
-        check_checkpoint(ckpt_path, cfg.stage.name, module)
-    # weights_only=False: check_checkpoint has already unpickled the file in full (the user's own run), and
+        check_resume_checkpoint(ckpt_path, cfg.stage.name, module)
+    # weights_only=False: the check has already unpickled the file in full (the user's own run), and
     # checkpoints written before hyper-parameters were plain containers hold omegaconf objects.
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=False if ckpt_path else None)
     if trainer.is_global_zero and hasattr(module, "export_weights"):
@@ -52,48 +54,6 @@ def train(cfg: DictConfig) -> dict[str, float]:
     return metrics
 
 
-def check_checkpoint(path: str, stage: str, module=None) -> None:
-    """Fail clearly on a missing, unreadable or other-stage Lightning checkpoint before training starts.
-
-    With ``module``, the checkpoint's weights must also fit it: the same keys with the same shapes (a checkpoint of
-    another model preset or person count is refused here instead of by a multi-line ``load_state_dict`` error).
-    """
-    import torch
-
-    from magnet.errors import CheckpointError
-
-    p = Path(path)
-    if not p.is_file():
-        raise CheckpointError(f"checkpoint {p} not found; pass ckpt_path=<run dir>/checkpoints/last.ckpt")
-    try:
-        ckpt = torch.load(p, map_location="cpu", weights_only=False)
-    except Exception as exc:
-        raise CheckpointError(f"checkpoint {p} cannot be read ({type(exc).__name__}); the file is corrupt or "
-                              "not a Lightning checkpoint") from exc
-    found = ckpt.get("magnet", {}).get("stage") if isinstance(ckpt, dict) else None
-    if found != stage:
-        raise CheckpointError(f"checkpoint {p} is from stage {found!r}, not {stage!r}; resume with the same "
-                              f"stage= it was trained with")
-    if module is None:
-        return
-    state = ckpt.get("state_dict")
-    if not isinstance(state, dict):
-        raise CheckpointError(f"checkpoint {p} has no state_dict; the file is not a complete Lightning checkpoint")
-    own = module.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    bad = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
-    hint = "resume with the model= / dataset= options the checkpoint was trained with"
-    if bad:
-        k = bad[0]
-        raise CheckpointError(f"checkpoint {p}: {k!r} has shape {tuple(state[k].shape)} but this model expects "
-                              f"{tuple(own[k].shape)} ({len(bad)} mismatched); {hint}")
-    if missing or unexpected:
-        k, what = (missing[0], "missing") if missing else (unexpected[0], "unexpected")
-        raise CheckpointError(f"checkpoint {p}: {what} key {k!r} ({len(missing)} missing, {len(unexpected)} "
-                              f"unexpected); {hint}")
-
-
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
     from hydra.core.hydra_config import HydraConfig
@@ -105,5 +65,6 @@ def main(cfg: DictConfig) -> float | None:
 
 if __name__ == "__main__":
     one_line_warnings()
+    quiet_lightning_notices()
     check_choices(sys.argv[1:], GROUPS)
     main()

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from magnet.data.hdf5 import DatasetFile
+from magnet.data.hdf5 import DatasetFile, rebuild_command
 from magnet.data.splits import read_split_yaml
 from magnet.errors import ConfigError, DataError, MagnetError
 from magnet.representation import MotionStats, person_dim, select_persons
@@ -286,15 +286,16 @@ class HDF5WindowDataset(Dataset):
                 if P < 1 or D != person_dim(P):
                     raise DataError(
                         f"{self.path} {self.split}/{name}: feature dimension D={D} does not match P={P} persons "
-                        f"(expected {person_dim(max(P, 1))}); rebuild the dataset with magnet-preprocess"
+                        f"(expected {person_dim(max(P, 1))}); rebuild the dataset with {rebuild_command(self.path)}"
                     )
                 if T < 1:
-                    raise DataError(f"{self.path} {self.split}/{name}: the sequence has no frames; rebuild the dataset")
+                    raise DataError(f"{self.path} {self.split}/{name}: the sequence has no frames; rebuild the dataset "
+                                    f"with {rebuild_command(self.path)}")
                 clips.append(ClipInfo(str(name), int(T), int(P)))
         if not clips and not allow_empty:
             raise DataError(
                 f"{self.path}: split {self.split!r} has no sequences (split list {self.split_file}); "
-                "check the split file or rebuild the dataset with magnet-preprocess"
+                f"check the split file or rebuild the dataset with {rebuild_command(self.path)}"
             )
         return clips
 

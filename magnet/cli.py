@@ -28,6 +28,26 @@ def one_line_warnings() -> None:
     warnings.formatwarning = _format
 
 
+class _DropLightningTip:
+    """A logging filter dropping Lightning's advert (``💡 Tip: ... litlogger ...``) printed when a Trainer starts."""
+
+    @staticmethod
+    def filter(record) -> bool:
+        return "litlogger" not in record.getMessage()
+
+
+def quiet_lightning_notices() -> None:
+    """Silence the two notices every training run would print that say nothing about the run: Lightning's tip to
+    install its cloud logger, and torch's FutureWarning about ``isinstance(treespec, LeafSpec)``, which Lightning's
+    own code triggers. Everything else Lightning reports is kept."""
+    import logging
+    import warnings
+
+    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", category=FutureWarning)
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+        logging.getLogger(name).addFilter(_DropLightningTip)  # the class itself: adding it twice is a no-op
+
+
 def fail(message: str) -> None:
     """Print ``error: message`` (one line) to stderr and exit with code 2."""
     print(f"error: {' '.join(str(message).split())}", file=sys.stderr)

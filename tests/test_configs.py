@@ -74,3 +74,56 @@ def test_slurm_launcher_composes():
 def test_experiments_compose(experiment):
     cfg = _compose([f"experiment={experiment}"])
     assert cfg.model.name == "tiny" and cfg.trainer.accelerator == "cpu"
+
+
+def test_documented_make_targets_exist():
+    """Every `make <target>` that the README, the internals or pyproject.toml name is a Makefile target."""
+    import re
+
+    targets = set(re.findall(r"^([a-z][\w-]*):", (REPO / "Makefile").read_text(), flags=re.MULTILINE))
+    for doc in ("README.md", "docs/internals.md", "pyproject.toml"):
+        named = set(re.findall(r"(?:^|`)make ([a-z][\w-]*)", (REPO / doc).read_text(), flags=re.MULTILINE))
+        assert named <= targets, (doc, sorted(named - targets))
+
+
+def test_paths_config_describes_the_run_directories():
+    """conf/paths/default.yaml states where runs write; it must be what conf/train.yaml configures."""
+    import yaml
+
+    hydra_cfg = yaml.safe_load((CONF / "train.yaml").read_text())["hydra"]  # the raw interpolation strings
+    names = {"${paths.output_root}": "<output_root>", "${stage.name}": "<stage>", "${dataset.name}": "<dataset>",
+             "${hydra.job.num}": "<job number>"}
+
+    def described(pattern: str) -> str:
+        for key, name in names.items():
+            pattern = pattern.replace(key, name)
+        return pattern.replace("${now:%Y-%m-%d_%H-%M-%S}", "<timestamp>")
+
+    text = (CONF / "paths" / "default.yaml").read_text()
+    assert described(hydra_cfg["run"]["dir"]) + "/" in text
+    assert f"{described(hydra_cfg['sweep']['dir'])}/{described(str(hydra_cfg['sweep']['subdir']))}/" in text
+
+
+def test_gitignore_ignores_no_tracked_file():
+    res = subprocess.run(["git", "ls-files", "--cached", "--ignored", "--exclude-standard"], cwd=REPO,
+                         capture_output=True, text=True, check=False)
+    if res.returncode != 0:
+        pytest.skip("not a git checkout")
+    assert res.stdout.split() == []
+
+
+def test_reference_switches_are_in_the_differences_table():
+    """Every stage switch that restores the reference's behaviour (``reference_*``) is named in the README's
+    "Differences from the reference code" table, with the command-line override that sets it."""
+    import re
+
+    readme = (REPO / "README.md").read_text()
+    section = readme[readme.index("## Differences from the reference code"):]
+    section = section[:section.index("\n## ", 1)]
+    switches = set()
+    for path in (CONF / "stage").glob("*.yaml"):
+        switches |= set(re.findall(r"^(reference_\w+):", path.read_text(), flags=re.MULTILINE))
+    assert switches == {"reference_averaging", "reference_partner_targets"}
+    for key in switches:
+        assert f"`stage.{key}=true`" in section, key
+    assert "per GPU" in section and "void persons' slots" in section

@@ -20,10 +20,13 @@ from magnet.body import default_body_model
 from magnet.data.hdf5 import HDF5Writer, read_sequence
 from magnet.errors import BodyModelError, ConfigError, DataError
 from magnet.evaluation import (
+    SAMPLING_TASKS,
     ClipOutput,
     evaluate_directory,
     forward_joints,
     load_output_npz,
+    load_yaml,
+    read_inference_config,
     select_frames,
     to_csv_lines,
     write_output_npz,
@@ -341,8 +344,115 @@ def test_mixed_person_counts(tmp_path):
     assert res["meta"]["persons_per_clip"] == [1, 2] and res["meta"]["inf_cfg"] is None
     assert res["body"]["g"]["penetration_gen"]["total_frames"] == 2 * (8 + 6)  # rows of both clips
     assert -1.0 <= res["body"]["g"]["corr_gen"] <= 1.0  # from the 2-person clip only
-    with pytest.raises(DataError, match="one person count"):
-        evaluate_directory(tmp_path, mode="reference", allow_missing_config=True, write=False)
+
+
+def _mixed_dataset(path: Path) -> Path:
+    with HDF5Writer(path) as w:
+        w.add("test", "clip0", _clip(0))
+        w.add("test", "clip1", _clip(1, persons=1))
+        w.add("test", "clip2", _clip(2))
+    return path
+
+
+def test_reference_mode_evaluates_each_person_count_as_a_group(tmp_path, monkeypatch, capsys):
+    """The README's commands on an example with 1- and 2-person clips: reference mode reports one group per
+    person count, each equal to evaluating only those clips; fixed mode pools them as before."""
+    out = _make(_mixed_dataset(tmp_path / "mixed_dataset.hdf5"), tmp_path / "run", 0.05, drift=0.05)
+    monkeypatch.chdir(tmp_path)
+    assert _run_entry([f"run_dir={out}", "mode=reference"], monkeypatch, summary=True) == 0
+    printed = capsys.readouterr().out
+    assert "Evaluation summary" in printed and "eval_dict_c_reference.yaml" in printed
+    data = yaml.safe_load((out / "eval_dict_c_reference.yaml").read_text())
+    assert list(data) == ["groups", "meta"] and list(data["groups"]) == ["persons_1", "persons_2"]
+    assert data["meta"]["clips"] == 3 and data["meta"]["persons_per_clip"] == [1, 2]
+    assert data["groups"]["persons_2"]["meta"]["clips"] == 2 and data["groups"]["persons_1"]["meta"]["clips"] == 1
+    duo = data["groups"]["persons_2"]
+    assert list(duo) == ["body", "baseline", "meta"] and "corr_gen" in duo["body"]["g"]
+    assert "corr_gen" not in data["groups"]["persons_1"]["body"]["g"]  # one person: no correlation
+    # each group is exactly the evaluation of its clips alone
+    (tmp_path / "duos.yaml").write_text("test: [clip0, clip2]\n")
+    alone = evaluate_directory(out, mode="reference", test_set=tmp_path / "duos.yaml", write=False)
+    assert yaml.safe_dump(alone["body"]) == yaml.safe_dump(duo["body"])
+    assert yaml.safe_dump(alone["baseline"]) == yaml.safe_dump(duo["baseline"])
+    # the CSV keeps the reference's columns with a gt and a gen row per group
+    lines = (out / "eval_dict_c_reference.csv").read_text().splitlines()
+    assert [ln.split(",")[0] for ln in lines] == ["split", "gt_persons_1", "gen_persons_1", "gt_persons_2",
+                                                  "gen_persons_2"]
+    assert len({len(ln.split(",")) for ln in lines}) == 1
+    keys = lines[0].split(",")
+    gen2 = dict(zip(keys, lines[4].split(",")))
+    assert float(gen2["mpjpe"]) == duo["body"]["mpjpe"] and gen2["g.corr"] != ""
+    assert dict(zip(keys, lines[2].split(",")))["g.corr"] == ""
+    summary = (out / "eval_summary_reference.md").read_text()
+    assert "| generated (1 person) | GT baseline (1 person) | generated (2 persons) | GT baseline (2 persons) |" \
+        in summary and "each person count is evaluated as its own group" in summary
+    # fixed mode still pools every clip into one result
+    fixed = evaluate_directory(out, write=False)
+    assert "groups" not in fixed and fixed["meta"]["persons_per_clip"] == [1, 2]
+
+
+def test_reference_inf_cfg_with_omegaconf_path_tags(noisy_dir, tmp_path, monkeypatch, capsys):
+    """The reference writes inf_cfg.yaml with OmegaConf, whose paths carry !!python/object/apply:pathlib tags: such
+    a folder evaluates as it is, in both modes; any other Python tag is refused and nothing runs."""
+    from omegaconf import OmegaConf
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from smplx_fixture import make_synthetic_smplx_npz
+
+    smplx = make_synthetic_smplx_npz(tmp_path / "body_model" / "SMPLX_NEUTRAL.npz")
+    run = _copy_dir(noisy_dir, tmp_path / "reference_run")
+    cfg = OmegaConf.create({
+        "output_dir": Path("outputs/dfot"), "checkpoint_dir": Path("./dfot/tiny/v0"),
+        "sampling_cfg": {"context_seq_len": 32, "sampling_task": "joint", "sampling_steps": 50},
+        "dataset_path": Path("./data/dd100_dataset.hdf5"), "smpl_path": smplx, "random_seed": 1111,
+    })
+    OmegaConf.save(cfg, run / "inf_cfg.yaml")  # as the reference's inference does
+    text = (run / "inf_cfg.yaml").read_text()
+    assert "!!python/object/apply:pathlib.PosixPath" in text
+    with pytest.raises(yaml.YAMLError):
+        yaml.safe_load(text)
+    cfg_read = read_inference_config(run)
+    assert cfg_read.smpl_path == str(smplx) and cfg_read.sampling_task == "joint"
+    assert load_yaml(text)["dataset_path"] == "data/dd100_dataset.hdf5"
+    monkeypatch.chdir(tmp_path)
+    for mode, name in (("fixed", "eval_dict_c.yaml"), ("reference", "eval_dict_c_reference.yaml")):
+        assert _run_entry([f"run_dir={run}", f"mode={mode}"], monkeypatch) == 0, capsys.readouterr().err
+        assert yaml.safe_load((run / name).read_text())["meta"]["body_model"] == str(smplx)
+    # any other Python tag is an error, and nothing is executed
+    marker = tmp_path / "executed"
+    bad = _copy_dir(noisy_dir, tmp_path / "bad_tag")
+    (bad / "inf_cfg.yaml").write_text(f"smpl_path: !!python/object/apply:os.system ['touch {marker}']\n")
+    assert _run_entry([f"run_dir={bad}"], monkeypatch) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err and "inf_cfg.yaml" in err and "os.system" in err
+    assert not marker.exists() and _no_eval_files(bad)
+
+
+def test_unknown_task_names_are_refused(dataset, noisy_dir, tmp_path, monkeypatch, capsys):
+    from magnet.evaluation.make_example import main
+
+    assert main(["--data", str(dataset), "--out", str(tmp_path / "typo"), "--task", "partner_predictoin"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err and "'partner_predictoin'" in err
+    assert "partner_prediction" in err and "motion_control_live" in err  # the known tasks are listed
+    assert not (tmp_path / "typo").exists()
+    with pytest.raises(ConfigError, match="known tasks"):
+        make_perturbed_outputs(dataset, "test", tmp_path / "typo2", task="jiont")
+    assert not (tmp_path / "typo2").exists()
+    monkeypatch.chdir(tmp_path)
+    for text in ("sampling_task: partner_predictoin\nsmpl_path: null\n",
+                 "sampling_cfg:\n  sampling_task: jiont\nsmpl_path: null\n",
+                 "sampling_cfg:\n  task_mode: partner_predictoin\nsmpl_path: null\n"):
+        run = _copy_dir(noisy_dir, tmp_path / f"cfg{len(list(tmp_path.iterdir()))}")
+        (run / "inf_cfg.yaml").write_text(text)
+        for mode in ("fixed", "reference"):
+            with pytest.raises(ConfigError, match="unknown sampling task") as exc:
+                evaluate_directory(run, mode=mode, write=False)
+            assert "inf_cfg.yaml" in str(exc.value) and "pp2joint" in str(exc.value)
+        assert _run_entry([f"run_dir={run}"], monkeypatch) == 2
+        assert "unknown sampling task" in capsys.readouterr().err
+        assert _no_eval_files(run)
+    assert read_inference_config(noisy_dir).sampling_task in SAMPLING_TASKS
 
 
 def test_windowed_fd_pooling_matches_metric():
@@ -414,7 +524,9 @@ def test_entry_point_bad_inputs(noisy_dir, tmp_path, monkeypatch, capsys):
     cases = {}
     cases["missing"] = (tmp_path / "nope", "run directory not found")
     (tmp_path / "empty").mkdir()
-    cases["empty"] = (tmp_path / "empty", "no *.npz outputs")
+    empty_hint = (f"no *.npz outputs in {tmp_path / 'empty'}; sample into it first with python sample.py "
+                  f"ckpt=<training run dir> out_dir={tmp_path / 'empty'}")
+    cases["empty"] = (tmp_path / "empty", empty_hint)
     d = _copy_dir(noisy_dir, tmp_path / "keys")
     with np.load(d / "clip1.npz") as z:
         arrays = {k: z[k] for k in z.files if k != "body_joint_rotations"}

@@ -14,6 +14,7 @@ import torch
 from magnet.body import load_body_model
 from magnet.data import synthetic as S
 from magnet.data.synthetic import SCENARIOS, clip_plan, ensure_synthetic_dataset, generate_sequence
+from magnet.data.synthetic import dataset as SD
 from magnet.errors import ConfigError, DataError
 from magnet.geometry import axis_angle_to_matrix, geodesic_angle
 
@@ -126,7 +127,7 @@ def test_numpy_axis_angle_matches_geometry():
     aa[1] = [np.pi, 0.0, 0.0]
     aa[2] = [0.0, 0.0, 1e-9]
     R = axis_angle_to_matrix(torch.from_numpy(aa)).numpy()
-    out = S._to_axis_angle(R)
+    out = S.to_axis_angle(R)
     back = axis_angle_to_matrix(torch.from_numpy(out)).numpy()
     np.testing.assert_allclose(back, R, atol=1e-12)
     np.testing.assert_allclose(np.linalg.norm(out, axis=-1), np.linalg.norm(aa, axis=-1), atol=1e-9)
@@ -377,7 +378,7 @@ def test_ensure_synthetic_dataset_builds_caches_and_rebuilds(tmp_path, body):
 def test_failed_build_keeps_the_previous_dataset(tmp_path, body, monkeypatch):
     out = ensure_synthetic_dataset(tmp_path, num_clips=5, seed=1, frames=(40, 40), body_model=body)
     before = (out / "manifest.json").read_text()
-    real = S.generate_sequence
+    real = SD.generate_sequence
     calls = []
 
     def broken(*args, **kwargs):
@@ -386,19 +387,51 @@ def test_failed_build_keeps_the_previous_dataset(tmp_path, body, monkeypatch):
             raise DataError("simulated failure in the middle of the build")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(S, "generate_sequence", broken)
+    monkeypatch.setattr(SD, "generate_sequence", broken)
     with pytest.raises(DataError, match="simulated failure"):
         ensure_synthetic_dataset(tmp_path, num_clips=5, seed=2, frames=(40, 40), body_model=body)
     assert (out / "manifest.json").read_text() == before
     with h5py.File(out / "synthetic_dataset.hdf5", "r") as f:
         assert sum(len(f[s]) for s in f) == 5
     assert _leftovers(tmp_path) == []
-    monkeypatch.setattr(S, "generate_sequence", real)
+    monkeypatch.setattr(SD, "generate_sequence", real)
     # a half-written directory (no manifest) is not taken for a cache hit
     (out / "manifest.json").unlink()
     mtime = (out / "synthetic_dataset.hdf5").stat().st_mtime_ns
     ensure_synthetic_dataset(tmp_path, num_clips=5, seed=1, frames=(40, 40), body_model=body)
     assert (out / "synthetic_dataset.hdf5").stat().st_mtime_ns != mtime
+
+
+def test_truncated_hdf5_is_rebuilt_and_named_with_the_generator_command(tmp_path, body):
+    """A truncated synthetic HDF5 is not a cache hit: the next call rebuilds it (with a warning), and reading the
+    damaged file directly names the generator command that rebuilds it, not magnet-preprocess."""
+    from magnet.data.hdf5 import DatasetFile
+
+    out = ensure_synthetic_dataset(tmp_path, num_clips=5, seed=1, frames=(40, 40), body_model=body)
+    hdf5 = out / "synthetic_dataset.hdf5"
+    good = hdf5.read_bytes()
+    hdf5.write_bytes(good[: len(good) // 2])
+    with pytest.raises(DataError) as err:
+        DatasetFile(hdf5)
+    msg = str(err.value)
+    assert "magnet-preprocess" not in msg and "\n" not in msg
+    assert msg.endswith(f"rebuild it with python -m magnet.data.synthetic --out {tmp_path} --clips 5 --seed 1 "
+                        "--min-frames 40 --max-frames 40 --force")
+    with pytest.warns(UserWarning, match="damaged"):
+        assert ensure_synthetic_dataset(tmp_path, num_clips=5, seed=1, frames=(40, 40), body_model=body) == out
+    with DatasetFile(hdf5) as f:
+        assert sum(len(f.sequences(s)) for s in f.splits) == 5
+        for split in f.splits:
+            for name in f.sequences(split):
+                assert f.read(split, name).shape[0] == 40
+    assert _leftovers(tmp_path) == []
+    # a file that reads but holds fewer sequences than the manifest records is rebuilt too
+    with h5py.File(hdf5, "a") as f:
+        del f["train"][next(iter(f["train"]))]
+    with pytest.warns(UserWarning, match="holds 4 sequences"):
+        ensure_synthetic_dataset(tmp_path, num_clips=5, seed=1, frames=(40, 40), body_model=body)
+    with DatasetFile(hdf5) as f:
+        assert sum(len(f.sequences(s)) for s in f.splits) == 5
 
 
 def test_cli_prints_a_summary_and_reports_errors(tmp_path, capsys):

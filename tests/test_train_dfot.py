@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -310,6 +312,66 @@ def test_resume_continues_step(stage1, synthetic_root, tmp_path):
         load_stage1(last)
 
 
+def test_checkpoint_loads_from_any_directory_without_the_vqvae_file(stage1, synthetic_root, tmp_path, monkeypatch):
+    """A DFoT checkpoint is self-contained: trained with a relative stage.vqvae_ckpt, it loads from another working
+    directory after the stage-1 file is gone, with the same weights, statistics and losses."""
+    work = tmp_path / "work"
+    (work / "stage1").mkdir(parents=True)
+    shutil.copy(stage1["path"], work / "stage1" / "vqvae.safetensors")
+    monkeypatch.chdir(work)
+    pl.seed_everything(0)
+    cb = pl.callbacks.ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True)
+    trained = _module({**stage1, "path": "stage1/vqvae.safetensors"})
+    _trainer(tmp_path, 2, [cb], limit_val_batches=0).fit(trained, datamodule=_datamodule(synthetic_root))
+    shutil.rmtree(work / "stage1")
+    monkeypatch.chdir(tmp_path)
+    restored = DFoTModule.load_from_checkpoint(tmp_path / "ckpt" / "last.ckpt", map_location="cpu")
+    own = trained.state_dict()
+    assert set(restored.state_dict()) == set(own)
+    for key, value in restored.state_dict().items():
+        assert torch.equal(value, own[key]), key
+    assert restored.vqvae.config == trained.vqvae.config and not restored.vqvae.training
+    assert not any(p.requires_grad for p in restored.vqvae.parameters())
+    batch = _batch(synthetic_root)
+    trained.eval()
+    restored.eval()
+    x0, valid = trained.clean_tokens(batch)
+    x0_restored, valid_restored = restored.clean_tokens(batch)
+    assert torch.equal(x0_restored, x0) and torch.equal(valid_restored, valid)
+    levels = torch.full_like(valid, 500, dtype=torch.long)
+    noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        want, _, _ = trained.loss_terms(x0, levels, valid, 10, noise)
+        got, _, _ = restored.loss_terms(x0, levels, valid, 10, noise)
+    for key, value in want.items():
+        torch.testing.assert_close(got[key], value, rtol=0, atol=0, msg=key)
+
+
+def test_frozen_vqvae_does_not_warn_about_eval_mode(stage1, synthetic_root, tmp_path):
+    """Lightning's "Found N module(s) in eval mode" is silenced for exactly the frozen VQ-VAE's modules."""
+    def eval_mode_warnings(module):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            _trainer(tmp_path, 1, limit_val_batches=0, enable_checkpointing=False).fit(
+                module, datamodule=_datamodule(synthetic_root))
+        return [str(w.message) for w in caught if "in eval mode" in str(w.message)]
+
+    assert eval_mode_warnings(_module(stage1)) == []
+    m = _module(stage1)
+
+    class _KeepHeadInEval(pl.Callback):  # a module left in eval mode by mistake still gets the warning
+        def on_fit_start(self, trainer, module):
+            module.model.head.eval()
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _trainer(tmp_path, 1, [_KeepHeadInEval()], limit_val_batches=0, enable_checkpointing=False).fit(
+            m, datamodule=_datamodule(synthetic_root))
+    vq_modules = sum(1 for _ in m.vqvae.modules())
+    messages = [str(w.message) for w in caught if "in eval mode" in str(w.message)]
+    assert len(messages) == 1 and messages[0].startswith(f"Found {vq_modules + 1} module(s) in eval mode")
+
+
 def test_stats_and_person_mismatch_are_config_errors(stage1, synthetic_root, tmp_path):
     st = stage1["stats"]
     mean = st.mean.copy()
@@ -419,6 +481,9 @@ def test_train_py_end_to_end(stage1, synthetic_root, tmp_path):
     assert "val/loss_k500" in metrics and "train/consistency_trans" in metrics and "val_metrics/mpjpe_mm" in metrics
     assert "val_samples/mpjpe_mm" in metrics and "val_samples/fd_seq_g" in metrics   # real samples, generated frames
     assert "final validation:" in res.stdout
+    # a clean run: no Lightning eval-mode warning for the frozen VQ-VAE, no logger tip, no deprecation warning
+    for noise in ("module(s) in eval mode", "Tip:", "litlogger", "is deprecated", "Warning:"):
+        assert noise not in res.stdout + res.stderr, noise
 
     # Resume from the step-5 checkpoint as a user does (ckpt_path=): it loads with weights_only=True (plain
     # hyper-parameters) and training continues at step 5 up to the new total.

@@ -215,3 +215,34 @@ def test_mid_epoch_resume_matches_an_uninterrupted_run(synthetic_root, tmp_path)
         resumed, datamodule=_datamodule(synthetic_root), ckpt_path=str(mid))
     for key, value in straight.state_dict().items():
         torch.testing.assert_close(resumed.state_dict()[key], value, rtol=1e-6, atol=1e-7, msg=key)
+
+
+def test_progress_bar_total_after_mid_epoch_resume(synthetic_root, tmp_path):
+    """The bar never shows more batches done than its total ("100/79"), after a mid-epoch resume or in a last,
+    shorter epoch of a step-based run (20-batch epochs)."""
+    from callbacks import StepRichProgressBar
+
+    class _BarRecorder(pl.Callback):
+        def __init__(self, bar):
+            self.bar, self.seen = bar, []
+
+        def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+            task = self.bar.progress.tasks[self.bar.train_progress_bar_id]
+            self.seen.append((trainer.current_epoch, int(task.completed), int(task.total)))
+
+    def run(max_steps, ckpt_path=None, callbacks=()):
+        bar = StepRichProgressBar()
+        rec = _BarRecorder(bar)
+        pl.Trainer(accelerator="cpu", devices=1, max_steps=max_steps, max_epochs=-1, logger=False,
+                   enable_model_summary=False, callbacks=[bar, rec, *callbacks], default_root_dir=tmp_path,
+                   num_sanity_val_steps=0, limit_val_batches=0,
+                   enable_checkpointing=bool(callbacks)).fit(_module(), datamodule=_datamodule(synthetic_root),
+                                                             ckpt_path=ckpt_path)
+        return rec.seen
+
+    cb = pl.callbacks.ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=6, save_top_k=-1,
+                                      filename="s{step}", auto_insert_metric_name=False)
+    seen = run(25, callbacks=[cb])
+    assert seen[19] == (0, 20, 20) and seen[20:] == [(1, k, 5) for k in range(1, 6)]  # the last epoch has 5
+    seen = run(10, ckpt_path=str(tmp_path / "ckpt" / "s6.ckpt"))  # resumed at batch 6 of 20, 4 steps left
+    assert seen == [(0, k, 10) for k in range(7, 11)]

@@ -9,7 +9,13 @@ import torch
 
 from magnet.errors import ConfigError
 from magnet.geometry import axis_angle_to_matrix, matrix_to_rot6d
-from magnet.models.losses import DEFAULT_LOSS_WEIGHTS, LOSS_KEYS, geodesic_angle_6d, masked_mean, vqvae_losses
+from magnet.models.losses import (
+    DEFAULT_LOSS_WEIGHTS,
+    LOSS_KEYS,
+    frame_masked_mean,
+    geodesic_angle_6d,
+    vqvae_losses,
+)
 
 D = torch.float64
 IDENTITY_THETA = math.acos(1.0 - 1e-7)  # the clamp makes the angle of identical rotations ~4.5e-4, not 0
@@ -144,11 +150,11 @@ def test_masked_mean_and_float32():
     loss = torch.arange(12, dtype=torch.float32).reshape(2, 3, 2)
     mask = torch.tensor([[1.0, 0.0, 1.0], [0.0, 0.0, 0.0]])
     # valid: frames (0,0) -> 0,1 and (0,2) -> 4,5
-    assert masked_mean(loss, mask).item() == pytest.approx(10 / 4)
-    assert masked_mean(loss, mask, reference_averaging=True).item() == pytest.approx(10 / 12)
-    assert masked_mean(loss, torch.zeros(2, 3)).item() == 0.0
+    assert frame_masked_mean(loss, mask).item() == pytest.approx(10 / 4)
+    assert frame_masked_mean(loss, mask, reference_averaging=True).item() == pytest.approx(10 / 12)
+    assert frame_masked_mean(loss, torch.zeros(2, 3)).item() == 0.0
     with pytest.raises(ValueError, match="mask"):
-        masked_mean(loss, torch.ones(2, 2))
+        frame_masked_mean(loss, torch.ones(2, 2))
     mean, std = torch.zeros(135), torch.ones(135)
     x = torch.randn(2, 8, 135)
     total, terms = vqvae_losses(x, x.clone(), torch.ones(2, 8, dtype=torch.bool), torch.tensor(0.0), mean, std)

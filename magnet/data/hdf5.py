@@ -12,6 +12,7 @@ An open :class:`DatasetFile` holds an h5py handle: open one per DataLoader worke
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,24 @@ from magnet.utils import atomic_path
 
 FORMAT = "magnet-1"
 FPS = 30
+
+
+def rebuild_command(path: str | os.PathLike) -> str:
+    """The command that rebuilds the dataset file ``path``: for the synthetic dataset's cache
+    (``<dir>/synthetic/synthetic_dataset.hdf5`` beside its ``manifest.json``) the generator with the manifest's
+    arguments and ``--force``, else ``magnet-preprocess``."""
+    path = Path(path)
+    manifest = path.parent / "manifest.json"
+    if path.name != "synthetic_dataset.hdf5" or not manifest.is_file():
+        return "magnet-preprocess"
+    command = f"python -m magnet.data.synthetic --out {path.parent.parent}"
+    try:
+        m = json.loads(manifest.read_text())
+        lo, hi = (int(v) for v in m["frames"])
+        command += f" --clips {int(m['num_clips'])} --seed {int(m['seed'])} --min-frames {lo} --max-frames {hi}"
+    except (OSError, ValueError, KeyError, TypeError):
+        pass  # the defaults
+    return command + " --force"
 
 
 def check_sequence(x: np.ndarray, where: str) -> None:
@@ -130,11 +149,12 @@ class DatasetFile:
                 f"dataset file not found: {self.path} (run magnet-preprocess to build it, or set the dataset dir)"
             )
         if not self.path.is_file() or not h5py.is_hdf5(self.path):
-            raise DataError(f"not an HDF5 file: {self.path} (rebuild it with magnet-preprocess)")
+            raise DataError(f"not an HDF5 file: {self.path} (rebuild it with {rebuild_command(self.path)})")
         try:
             self._file = h5py.File(self.path, "r")
         except OSError as e:
-            raise DataError(f"cannot open HDF5 file {self.path} ({e}); rebuild it with magnet-preprocess") from e
+            raise DataError(f"cannot open HDF5 file {self.path} ({e}); rebuild it with "
+                            f"{rebuild_command(self.path)}") from e
         self.splits = [k for k in self._file if isinstance(self._file.get(k), h5py.Group)]
         self.fps = int(self._file.attrs.get("fps", FPS))
         fmt = self._file.attrs.get("format")
@@ -192,7 +212,8 @@ class DatasetFile:
             x = np.asarray(ds[()], dtype=np.float32)
         except (OSError, ValueError, TypeError) as e:
             raise DataError(
-                f"{self.path} {split}/{name}: cannot read the data ({e}); the file is corrupt, rebuild it"
+                f"{self.path} {split}/{name}: cannot read the data ({e}); the file is corrupt, rebuild it with "
+                f"{rebuild_command(self.path)}"
             ) from e
         if validate:
             check_sequence(x, f"{self.path} {split}/{name}")

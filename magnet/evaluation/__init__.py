@@ -1,7 +1,7 @@
 """Evaluation of generated motion (spec 5): output npz IO, FK features, metrics over a run directory, reports.
 
 * :mod:`magnet.evaluation.io`: ``load_output_npz`` / ``write_output_npz`` (one clip per npz, row 0 = GT),
-  ``inf_cfg.yaml`` reading, the list of files to evaluate.
+  ``inf_cfg.yaml`` reading (OmegaConf path tags included), the known sampling tasks, the list of files to evaluate.
 * :mod:`magnet.evaluation.features`: frame selection and forward kinematics -> joint positions (float64).
 * :mod:`magnet.evaluation.run`: ``evaluate_directory`` -> ``eval_dict_c{suffix}.yaml`` / ``.csv`` and
   ``eval_summary{suffix}.md``.
@@ -17,10 +17,13 @@ from magnet.evaluation.features import (
 )
 from magnet.evaluation.io import (
     INF_CFG_NAME,
+    SAMPLING_TASKS,
     ClipOutput,
     InferenceConfig,
+    check_task,
     list_output_files,
     load_output_npz,
+    load_yaml,
     read_inference_config,
     write_inference_config,
     write_output_npz,
@@ -38,16 +41,19 @@ from magnet.evaluation.run import (
 __all__ = [
     "CONDITIONED_TASKS",
     "INF_CFG_NAME",
+    "SAMPLING_TASKS",
     "ClipFeatures",
     "ClipOutput",
     "EvaluationResult",
     "FrameSelection",
     "InferenceConfig",
+    "check_task",
     "clip_features",
     "evaluate_directory",
     "forward_joints",
     "list_output_files",
     "load_output_npz",
+    "load_yaml",
     "output_suffix",
     "read_inference_config",
     "resolve_body_model",

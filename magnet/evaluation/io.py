@@ -17,7 +17,10 @@ key                             shape / type             content
 =============================== ======================== ==================================================
 
 ``inf_cfg.yaml`` next to the npz files names the sampling task (``sampling_task``; ``task_mode`` is accepted,
-both at the top level or under ``sampling_cfg``) and the body model (``smpl_path``, null = default skeleton).
+both at the top level or under ``sampling_cfg``; one of :data:`SAMPLING_TASKS`) and the body model (``smpl_path``,
+null = default skeleton). The reference writes it with OmegaConf, whose paths carry the tag
+``!!python/object/apply:pathlib.PosixPath``; :func:`load_yaml` reads such a tag as the path's string and refuses
+every other Python tag (nothing is imported or executed).
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from typing import Any
 
 import numpy as np
 import yaml
+from yaml.constructor import ConstructorError
 
 from magnet.errors import ConfigError, DataError
 from magnet.utils import atomic_path
@@ -37,10 +41,13 @@ from magnet.utils import atomic_path
 __all__ = [
     "INF_CFG_NAME",
     "MOTION_KEYS",
+    "SAMPLING_TASKS",
     "ClipOutput",
     "InferenceConfig",
+    "check_task",
     "list_output_files",
     "load_output_npz",
+    "load_yaml",
     "read_inference_config",
     "write_inference_config",
     "write_output_npz",
@@ -56,6 +63,65 @@ MOTION_KEYS: dict[str, tuple[int, ...]] = {
 }
 _INT_KEYS = ("context_timesteps", "timesteps", "gt_timesteps", "joint_phase_start_timesteps")
 _REQUIRED_INTS = ("context_timesteps", "timesteps")
+# every sampling task the reference's inference writes (spec 4.3, 4.4, 4.9)
+SAMPLING_TASKS = (
+    "joint",
+    "next_token",
+    "partner_prediction",
+    "motion_control_live",
+    "motion_control",
+    "partner_inpainting",
+    "inbetweening",
+    "agentic_turn_taking",
+    "agentic_sync",
+    "pp2joint",
+)
+
+
+def check_task(task: str, where: str) -> str:
+    """``task`` if it is one of :data:`SAMPLING_TASKS`, else a :class:`ConfigError` naming ``where`` and the
+    known tasks."""
+    if task not in SAMPLING_TASKS:
+        raise ConfigError(f"{where}: unknown sampling task {task!r}; known tasks: {', '.join(SAMPLING_TASKS)}")
+    return task
+
+
+# ------------------------------------------------------------------------------------------------ YAML
+class _PathTagLoader(yaml.SafeLoader):
+    """PyYAML's safe loader plus OmegaConf's pathlib tags (read as plain strings)."""
+
+
+_PATH_TAG = "tag:yaml.org,2002:python/object/apply:pathlib."
+_POSIX_PATHS = ("PosixPath", "PurePosixPath", "Path", "PurePath")
+_WINDOWS_PATHS = ("WindowsPath", "PureWindowsPath")
+
+
+def _construct_path(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> str:
+    """``!!python/object/apply:pathlib.PosixPath [part, ...]`` -> the path string; nothing is imported."""
+    from pathlib import PurePosixPath, PureWindowsPath
+
+    if suffix not in _POSIX_PATHS + _WINDOWS_PATHS:
+        raise ConstructorError(None, None, f"unsupported tag {node.tag!r}", node.start_mark)
+    if isinstance(node, yaml.SequenceNode):
+        parts = loader.construct_sequence(node, deep=True)
+    elif isinstance(node, yaml.MappingNode):  # the long form {args: [...]}
+        parts = loader.construct_mapping(node, deep=True).get("args", [])
+    else:
+        parts = [loader.construct_scalar(node)]
+    if not all(isinstance(p, str) for p in parts):
+        raise ConstructorError(None, None, f"{node.tag!r} needs string parts, got {parts!r}", node.start_mark)
+    if not parts:
+        return "."
+    return str((PureWindowsPath if suffix in _WINDOWS_PATHS else PurePosixPath)(*parts))
+
+
+_PathTagLoader.add_multi_constructor(_PATH_TAG, _construct_path)
+
+
+def load_yaml(text: str) -> Any:
+    """Parse YAML like ``yaml.safe_load``, reading OmegaConf's ``!!python/object/apply:pathlib.*Path`` tags as path
+    strings. Any other Python tag raises ``yaml.YAMLError`` (a ConstructorError): nothing gets executed."""
+    return yaml.load(text, Loader=_PathTagLoader)
 
 
 @dataclass
@@ -295,14 +361,15 @@ def list_output_files(run_dir: str | os.PathLike, test_set: str | os.PathLike | 
     if test_set is None:
         files = sorted(p for p in run_dir.glob("*.npz") if p.is_file())
         if not files:
-            raise DataError(f"no *.npz outputs in {run_dir}; sample into it first (or make an example with "
-                            "python -m magnet.evaluation.make_example)")
+            raise DataError(f"no *.npz outputs in {run_dir}; sample into it first with python sample.py "
+                            f"ckpt=<training run dir> out_dir={run_dir} (or make an example with python -m "
+                            "magnet.evaluation.make_example --data <dataset dir> --out <dir>)")
         return files
     test_set = Path(test_set)
     if not test_set.is_file():
         raise DataError(f"test-set file not found: {test_set}; pass a YAML file with a 'test:' list of clip names")
     try:
-        content = yaml.safe_load(test_set.read_text())
+        content = load_yaml(test_set.read_text())
     except yaml.YAMLError as exc:
         raise DataError(f"{test_set}: not valid YAML ({type(exc).__name__}); it needs a 'test:' list") from exc
     names = content.get("test") if isinstance(content, dict) else None
@@ -344,11 +411,12 @@ def _lookup(cfg: dict, key: str) -> Any:
 
 
 def read_inference_config(run_dir: str | os.PathLike, allow_missing: bool = False) -> InferenceConfig:
-    """Read ``<run_dir>/inf_cfg.yaml`` (see :class:`InferenceConfig`).
+    """Read ``<run_dir>/inf_cfg.yaml`` (see :class:`InferenceConfig`); OmegaConf path tags, as the reference writes
+    them, are read as path strings (:func:`load_yaml`).
 
     Raises:
-        ConfigError: the file is missing (unless ``allow_missing``: then task None and the default skeleton)
-            or is not a YAML mapping.
+        ConfigError: the file is missing (unless ``allow_missing``: then task None and the default skeleton), is
+            not a YAML mapping, holds a Python tag other than a path, or names an unknown sampling task.
     """
     path = Path(run_dir) / INF_CFG_NAME
     if not path.is_file():
@@ -357,18 +425,21 @@ def read_inference_config(run_dir: str | os.PathLike, allow_missing: bool = Fals
         raise ConfigError(f"{path} is missing; add it (e.g. 'sampling_task: joint' and 'smpl_path: null') or pass "
                           "allow_missing_config=true to evaluate with defaults (all persons, default skeleton)")
     try:
-        cfg = yaml.safe_load(path.read_text())
+        cfg = load_yaml(path.read_text())
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({type(exc).__name__}); fix or regenerate it") from exc
+        detail = " ".join(str(getattr(exc, "problem", None) or type(exc).__name__).split())
+        raise ConfigError(f"{path}: not valid YAML ({detail}); fix or regenerate it") from exc
     if cfg is None:
         cfg = {}
     if not isinstance(cfg, dict):
         raise ConfigError(f"{path}: expected a YAML mapping, got {type(cfg).__name__}")
     task = _lookup(cfg, "sampling_task") or _lookup(cfg, "task_mode")
+    if task is not None:
+        check_task(str(task), f"{path} (sampling_task)")
     sub = cfg.get("sampling_cfg")
     ref_task = "joint"
-    if isinstance(sub, dict):
-        ref_task = str(sub.get("task_mode") or "joint")
+    if isinstance(sub, dict) and sub.get("task_mode"):
+        ref_task = check_task(str(sub["task_mode"]), f"{path} (sampling_cfg.task_mode)")
     smpl = cfg.get("smpl_path")
     return InferenceConfig(
         path=path,

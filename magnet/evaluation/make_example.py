@@ -28,7 +28,7 @@ import torch
 
 from magnet.data.hdf5 import open_dataset
 from magnet.errors import DataError, MagnetError
-from magnet.evaluation.io import write_inference_config, write_output_npz
+from magnet.evaluation.io import check_task, write_inference_config, write_output_npz
 from magnet.evaluation.run import CONDITIONED_TASKS
 from magnet.geometry import axis_angle_to_matrix, matrix_to_quat, tf7_from_rt
 from magnet.representation import unpack
@@ -119,10 +119,13 @@ def make_perturbed_outputs(
         root_drift: horizontal root drift speed in m/s after the context.
         context: ``context_timesteps`` written to the files (frames before it stay GT).
         max_clips / num_frames: keep the first clips / frames only.
-        task: written as ``mode`` and ``sampling_task``; for conditioning tasks person 0 stays GT.
+        task: written as ``mode`` and ``sampling_task`` (one of :data:`~magnet.evaluation.io.SAMPLING_TASKS`); for
+            conditioning tasks person 0 stays GT.
 
-    Returns the npz paths. Raises :class:`DataError` for an empty split or clips too short for the context.
+    Returns the npz paths. Raises :class:`DataError` for an empty split or clips too short for the context,
+    :class:`ConfigError` for an unknown task (nothing is written).
     """
+    check_task(task, "make_example --task")
     if num_samples < 1:
         raise DataError(f"num_samples must be >= 1, got {num_samples}")
     if noise < 0 or root_drift < 0 or context < 0:
@@ -183,7 +186,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--context", type=int, default=32, help="context frames (kept GT)")
     p.add_argument("--max-clips", type=int, default=None)
     p.add_argument("--frames", type=int, default=None, help="keep only the first N frames of each clip")
-    p.add_argument("--task", default="joint", help="sampling task written to inf_cfg.yaml")
+    p.add_argument("--task", default="joint", help="sampling task written to inf_cfg.yaml (joint, "
+                   "partner_prediction, ...; see magnet.evaluation.io.SAMPLING_TASKS)")
     p.add_argument("--seed", type=int, default=0)
     return p
 

@@ -1,5 +1,6 @@
 """The human-readable summary of an evaluation: one markdown table (metric, unit, generated, GT baseline, what
-the baseline is), then counts and settings."""
+the baseline is), then counts and settings. A grouped result (reference mode, clips with several person counts)
+gets a generated and a GT-baseline column per person count, side by side."""
 
 from __future__ import annotations
 
@@ -86,22 +87,52 @@ def summary_rows(result: dict) -> list[tuple[str, str, Any, Any, str]]:
     return rows
 
 
+def _persons_label(group: str, result: dict) -> str:
+    p = result["groups"][group]["meta"]["persons_per_clip"][0]
+    return f"{p} person" + ("" if p == 1 else "s")
+
+
+def _table(result: dict) -> list[str]:
+    """The metric table: one generated / GT-baseline column pair, or one per group of a grouped result."""
+    if "groups" not in result:
+        lines = ["| metric | unit | generated | GT baseline | baseline is |", "|---|---|---|---|---|"]
+        for name, unit, gen, base, what in summary_rows(result):
+            lines.append(f"| {name} | {unit} | {format_value(gen)} | {format_value(base)} | {what} |")
+        return lines
+    groups = list(result["groups"])
+    per_group = {g: summary_rows(result["groups"][g]) for g in groups}
+    rows: dict[tuple[str, str], dict[str, Any]] = {}  # (metric, unit) -> {group: (gen, base), "what": ...}
+    for group in sorted(groups, key=lambda g: -len(per_group[g])):  # the row order of the fullest group
+        for name, unit, gen, base, what in per_group[group]:
+            rows.setdefault((name, unit), {"what": what})[group] = (gen, base)
+    labels = [_persons_label(g, result) for g in groups]
+    head = " | ".join(f"generated ({label}) | GT baseline ({label})" for label in labels)
+    lines = [f"| metric | unit | {head} | baseline is |", "|---" * (3 + 2 * len(groups)) + "|"]
+    for (name, unit), values in rows.items():
+        cells = []
+        for group in groups:
+            gen, base = values.get(group, ("-", "-"))
+            cells += [format_value(gen), format_value(base)]
+        lines.append(f"| {name} | {unit} | {' | '.join(cells)} | {values['what']} |")
+    return lines
+
+
 def summary_markdown(result: dict) -> str:
     """The markdown summary: the metric table, then counts and settings."""
     meta = result["meta"]
-    lines = [
-        "# Evaluation summary",
-        "",
-        "| metric | unit | generated | GT baseline | baseline is |",
-        "|---|---|---|---|---|",
-    ]
-    for name, unit, gen, base, what in summary_rows(result):
-        lines.append(f"| {name} | {unit} | {format_value(gen)} | {format_value(base)} | {what} |")
+    lines = ["# Evaluation summary", "", *_table(result)]
     lines += [""] + [x for note in BASELINE_NOTES for x in (note, "")]
     lines += [
         (f"- mode: {meta['mode']} (task: {meta['task']}, evaluated persons: {meta['evaluated_persons']})"),
         (f"- frames: {meta['frames']}; clips: {meta['clips']}; samples per clip: {meta['samples_per_clip']}; "
          f"persons per clip: {', '.join(str(p) for p in meta['persons_per_clip'])}"),
+    ]
+    if "groups" in result:
+        clips = ", ".join(f"{_persons_label(g, result)}: {result['groups'][g]['meta']['clips']}"
+                          for g in result["groups"])
+        lines.append(f"- each person count is evaluated as its own group (clips per group: {clips}): the reference "
+                     "pools every clip into one tensor, which needs one person count; mode=fixed pools all clips")
+    lines += [
         (f"- evaluated frames: generated {meta['generated_frames']} (per sample), GT {meta['gt_frames']}; "
          f"fps {meta['fps']}"),
         (f"- seed: {meta['seed']} (which half gets each clip's first GT block; nothing else is random); "

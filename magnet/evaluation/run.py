@@ -13,10 +13,17 @@ Two modes:
   use all of them); the metric functions' fixed behaviour; MPJPE in mm; keys carry units (``mpjpe_mm``,
   ``mpjve_mm_per_s``, ``avg_foot_sliding_vel_m_per_s``).
 
-Both modes add ``baseline`` (reference points, see :func:`baseline_description`) and ``meta`` (counts, mode, seed, body model) sections beside
-the reference's ``body`` section. Output names: ``suffix`` is "" / ``_seq_<L>`` / ``_whole_seq`` /
-``_test_set`` as in the reference, plus ``_reference`` in reference mode; the reference's hard-coded ``_1113``
-tag is dropped.
+Both modes add ``baseline`` (reference points, see :func:`baseline_description`) and ``meta`` (counts, mode,
+seed, body model) sections beside the reference's ``body`` section. Output names: ``suffix`` is "" / ``_seq_<L>``
+/ ``_whole_seq`` / ``_test_set`` as in the reference, plus ``_reference`` in reference mode; the reference's
+hard-coded ``_1113`` tag is dropped.
+
+Clips with different person counts: fixed mode pools them (correlation per count, weighted by rows). The
+reference pools every clip into one tensor, which needs one count, so reference mode evaluates each person count
+as its own group and reports the groups side by side: the result then holds ``groups`` (``persons_2``,
+``persons_4``, ...; each a ``body`` / ``baseline`` / ``meta`` result equal to evaluating only those clips) and an
+overall ``meta``, and the CSV has a ``gt_<group>`` and a ``gen_<group>`` row per group. With one person count the
+files have the reference's structure.
 """
 
 from __future__ import annotations
@@ -60,6 +67,8 @@ __all__ = [
     "EvaluationResult",
     "baseline_description",
     "evaluate_directory",
+    "group_name",
+    "grouped_csv_lines",
     "output_suffix",
     "resolve_body_model",
     "to_csv_lines",
@@ -72,8 +81,9 @@ REFERENCE_LAST_PERSON_TASKS = ("partner_prediction", "motion_control", "partner_
 
 
 class EvaluationResult(dict):
-    """The evaluation dict (``body`` / ``baseline`` / ``meta``) with the written paths in ``.files``
-    (``yaml``, ``csv``, ``summary``) and the markdown summary in ``.summary``."""
+    """The evaluation dict (``body`` / ``baseline`` / ``meta``; or ``groups`` / ``meta`` in reference mode with
+    several person counts) with the written paths in ``.files`` (``yaml``, ``csv``, ``summary``) and the markdown
+    summary in ``.summary``."""
 
     files: dict[str, Path]
     summary: str
@@ -203,9 +213,8 @@ def _correlation(features: list[Tensor], mode: str) -> float | None:
         return None
     if len(groups) == 1:
         return person_correlation(next(iter(groups.values())), mode=mode)
-    if mode == "reference":
-        raise DataError(f"clips have different person counts {sorted(groups)}; reference mode pools all clips "
-                        "and needs one count (use mode=fixed)")
+    if mode == "reference":  # evaluate_directory evaluates each person count as its own group in this mode
+        raise ValueError(f"reference-mode correlation needs one person count, got {sorted(groups)}")
     total, weight = 0.0, 0
     for xs in groups.values():
         value = person_correlation(xs, mode=mode)
@@ -219,8 +228,9 @@ def _penetration(joints: list[Tensor], mode: str) -> dict[str, float | int]:
     """Capsule penetration of joints ``[R, T, P, 22, 3]`` pooled over clips."""
     if mode == "reference":
         if len({int(j.shape[2]) for j in joints}) != 1 or len({int(j.shape[0]) for j in joints}) != 1:
-            raise DataError("reference-mode penetration concatenates all clips along time and needs the same "
-                            "person and sample counts in every clip (use mode=fixed)")
+            # evaluate_directory groups clips by person count and checks the sample counts in this mode
+            raise ValueError("reference-mode penetration concatenates all clips along time and needs the same "
+                             "person and sample counts in every clip")
         # rows in the reference's order (sample-major over the time-concatenated clips) for its 10^6-row subsample
         return penetration(torch.cat(joints, dim=1), mode="reference")
     total = None
@@ -279,7 +289,9 @@ def evaluate_directory(
             ``.files`` are where they would go.
 
     Returns:
-        :class:`EvaluationResult` with keys ``body`` (the reference structure), ``baseline`` and ``meta``.
+        :class:`EvaluationResult` with keys ``body`` (the reference structure), ``baseline`` and ``meta``; in
+        reference mode with clips of several person counts, ``groups`` (``{"persons_<P>": {body, baseline,
+        meta}}``, one per count) and ``meta``.
 
     Raises:
         DataError / ConfigError / BodyModelError: bad directory, files, options or body model (one line each).
@@ -303,10 +315,6 @@ def evaluate_directory(
     feats: list[ClipFeatures] = []
     for path in files:
         clip = load_output_npz(path)
-        if reference and feats and clip.num_persons != feats[0].num_persons:
-            raise DataError(f"{path} has {clip.num_persons} persons but {feats[0].name}.npz has "
-                            f"{feats[0].num_persons}; reference mode pools all clips and needs one person count "
-                            "(use mode=fixed)")
         sel = select_frames(clip, whole_seq=whole_seq, seq_len=seq_len, sample_num=sample_num, reference=reference)
         feats.append(clip_features(clip, model, sel))
     counts = Counter(f.num_samples for f in feats)
@@ -315,34 +323,51 @@ def evaluate_directory(
         raise DataError(f"the clips hold different sample counts ({detail}, ...); pass sample_num=<= "
                         f"{min(counts)} to evaluate the same number from each")
 
-    body, baseline = _metrics(feats, mode, conditioned, reference, fps, seed, baselines)
-    first = feats[0]
-    person_counts = sorted({f.num_persons for f in feats})
     evaluated = "all" if not conditioned else ("last" if reference else "generated (1..P-1)")
-    meta = {
+    settings = {
         "mode": mode,
         "frames": "whole_seq" if whole_seq else (f"seq_len={seq_len}" if seq_len is not None else "default"),
         "task": task,
         "evaluated_persons": evaluated,
-        "clips": len(feats),
-        "samples_per_clip": first.num_samples,
-        "sample_num": sample_num,
-        "persons_per_clip": person_counts,
-        "generated_frames": int(sum(f.gen_joints.shape[1] for f in feats)),
-        "gt_frames": int(sum(f.gt_joints.shape[1] for f in feats)),
-        "fps": fps,
-        "seed": seed,
-        "body_model": model.source,
-        "inf_cfg": str(cfg.path) if cfg.found else None,
-        "test_set": None if test_set is None else str(test_set),
-        "length_unit": "m" if reference else "mm",
     }
-    result = EvaluationResult(body=body, baseline=baseline, meta=meta)
+
+    def meta_of(group: list[ClipFeatures]) -> dict[str, Any]:
+        return {
+            **settings,
+            "clips": len(group),
+            "samples_per_clip": group[0].num_samples,
+            "sample_num": sample_num,
+            "persons_per_clip": sorted({f.num_persons for f in group}),
+            "generated_frames": int(sum(f.gen_joints.shape[1] for f in group)),
+            "gt_frames": int(sum(f.gt_joints.shape[1] for f in group)),
+            "fps": fps,
+            "seed": seed,
+            "body_model": model.source,
+            "inf_cfg": str(cfg.path) if cfg.found else None,
+            "test_set": None if test_set is None else str(test_set),
+            "length_unit": "m" if reference else "mm",
+        }
+
+    person_counts = sorted({f.num_persons for f in feats})
+    if reference and len(person_counts) > 1:
+        # The reference pools every clip into one tensor, which needs one person count: evaluate each count as
+        # its own group (exactly what evaluating only those clips gives) and report the groups side by side.
+        groups = {}
+        for p in person_counts:
+            group = [f for f in feats if f.num_persons == p]
+            body, baseline = _metrics(group, mode, conditioned, reference, fps, seed, baselines)
+            groups[group_name(p)] = {"body": body, "baseline": baseline, "meta": meta_of(group)}
+        meta = {**meta_of(feats), "grouped_by_persons": True}
+        result = EvaluationResult(groups=groups, meta=meta)
+        csv_text = "\n".join(grouped_csv_lines({k: g["body"] for k, g in groups.items()})) + "\n"
+    else:
+        body, baseline = _metrics(feats, mode, conditioned, reference, fps, seed, baselines)
+        result = EvaluationResult(body=body, baseline=baseline, meta=meta_of(feats))
+        csv_text = "\n".join(to_csv_lines(body)) + "\n"
     suffix = output_suffix(mode, whole_seq, seq_len, test_set)
     from magnet.evaluation.report import summary_markdown  # local: report imports this module's constants
 
     yaml_text = yaml.safe_dump(dict(result), sort_keys=False, default_flow_style=False, width=120)
-    csv_text = "\n".join(to_csv_lines(body)) + "\n"
     summary = summary_markdown(result)
     result.summary = summary
     result.files = {
@@ -355,6 +380,11 @@ def evaluate_directory(
             with atomic_path(result.files[key]) as tmp:
                 tmp.write_text(text)
     return result
+
+
+def group_name(num_persons: int) -> str:
+    """The key of a person-count group in a grouped (reference-mode, mixed person counts) result: ``persons_2``."""
+    return f"persons_{num_persons}"
 
 
 def _metrics(feats: list[ClipFeatures], mode: str, conditioned: bool, reference: bool, fps: float,
@@ -446,13 +476,8 @@ def _metrics(feats: list[ClipFeatures], mode: str, conditioned: bool, reference:
 
 
 # ------------------------------------------------------------------------------------------------ CSV
-def to_csv_lines(body: dict) -> list[str]:
-    """The reference CSV: ``split,<keys>`` / ``gt,<values>`` / ``gen,<values>``.
-
-    Keys are dotted paths (up to 3 levels) of the float leaves of ``body``; ``_gt`` and ``_gen`` are removed from
-    the key and decide the row (other leaves go to ``gen``, and the other row stays empty). Integers, lists and
-    None are skipped. Column order = first appearance.
-    """
+def _csv_rows(body: dict) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The ``gt`` and ``gen`` rows of the reference CSV as ``{key: value or ""}`` (keys in column order)."""
     gt_row: dict[str, Any] = {}
     gen_row: dict[str, Any] = {}
 
@@ -478,9 +503,34 @@ def to_csv_lines(body: dict) -> list[str]:
                     register(f"{k0}.{k1}", v1)
         else:
             register(k0, v0)
+    return gt_row, {k: gen_row[k] for k in gt_row}
+
+
+def to_csv_lines(body: dict) -> list[str]:
+    """The reference CSV: ``split,<keys>`` / ``gt,<values>`` / ``gen,<values>``.
+
+    Keys are dotted paths (up to 3 levels) of the float leaves of ``body``; ``_gt`` and ``_gen`` are removed from
+    the key and decide the row (other leaves go to ``gen``, and the other row stays empty). Integers, lists and
+    None are skipped. Column order = first appearance.
+    """
+    gt_row, gen_row = _csv_rows(body)
     keys = list(gt_row)
     return [
         "split," + ",".join(keys),
         "gt," + ",".join(str(gt_row[k]) for k in keys),
         "gen," + ",".join(str(gen_row[k]) for k in keys),
     ]
+
+
+def grouped_csv_lines(bodies: dict[str, dict]) -> list[str]:
+    """The CSV of a grouped result: the reference's columns (the union over groups, in first-appearance order) and
+    two rows per group, ``gt_<group>`` and ``gen_<group>`` (e.g. ``gt_persons_2``); a key a group lacks is empty."""
+    rows = {name: _csv_rows(body) for name, body in bodies.items()}
+    keys: list[str] = []
+    for gt_row, _ in rows.values():
+        keys += [k for k in gt_row if k not in keys]
+    lines = ["split," + ",".join(keys)]
+    for name, (gt_row, gen_row) in rows.items():
+        lines.append(f"gt_{name}," + ",".join(str(gt_row.get(k, "")) for k in keys))
+        lines.append(f"gen_{name}," + ",".join(str(gen_row.get(k, "")) for k in keys))
+    return lines

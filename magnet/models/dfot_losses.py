@@ -29,7 +29,7 @@ from magnet.geometry import rot6d_to_matrix
 from magnet.models.tokens import TokenLayout, token_blocks_to_transforms, unpack_tokens
 from magnet.representation import MotionStats, PackedLayout
 
-__all__ = ["DFoTLoss", "consistency_terms", "masked_mean", "partner_index", "partner_valid_mask"]
+__all__ = ["DFoTLoss", "consistency_terms", "partner_index", "partner_valid_mask", "weighted_mean"]
 
 
 def partner_index(num_persons: int) -> Tensor:
@@ -45,7 +45,7 @@ def partner_valid_mask(valid: Tensor) -> Tensor:
     return valid[..., :, None] & valid[..., idx]
 
 
-def masked_mean(values: Tensor, weights: Tensor) -> Tensor:
+def weighted_mean(values: Tensor, weights: Tensor) -> Tensor:
     """``sum(values * weights) / sum(weights)`` (0 when every weight is 0)."""
     w = weights.to(values.dtype)
     return (values * w).sum() / w.sum().clamp_min(1e-8)
@@ -144,18 +144,18 @@ class DFoTLoss(nn.Module):
         def sl1(a: Tensor, b: Tensor) -> Tensor:
             return F.smooth_l1_loss(a, b.to(a.dtype), reduction="none", beta=1.0)
 
-        out["latent"] = masked_mean(sl1(pp["pose_latent"], tp["pose_latent"]).mean(-1) * tw, wt)
-        out["delta"] = masked_mean(sl1(pp["delta"], tp["delta"]).mean(-1) * tw, wt)
+        out["latent"] = weighted_mean(sl1(pp["pose_latent"], tp["pose_latent"]).mean(-1) * tw, wt)
+        out["delta"] = weighted_mean(sl1(pp["delta"], tp["delta"]).mean(-1) * tw, wt)
         total = self.latent_weight * out["latent"] + self.delta_weight * out["delta"]
         if P > 1:
             b, tz = pred.shape[:2]
             slot_w = (valid[..., None].expand(b, tz, P, P - 1) if self.reference_partner_targets
                       else partner_valid_mask(valid)).to(pred.dtype)                       # [B,Tz,P,P-1]
             sp = sl1(pp["partners"], tp["partners"]).reshape(b, tz, P, P - 1, lay.block_dim).mean(-1)
-            out["partners"] = masked_mean(sp * tw[..., None], slot_w)
+            out["partners"] = weighted_mean(sp * tw[..., None], slot_w)
             trans, rot = self._consistency(pp["delta"], pp["partners"], slot_w)
-            out["consistency_trans"] = masked_mean(trans * tw[..., None], slot_w)
-            out["consistency_rot"] = masked_mean(rot * tw[..., None], slot_w)
+            out["consistency_trans"] = weighted_mean(trans * tw[..., None], slot_w)
+            out["consistency_rot"] = weighted_mean(rot * tw[..., None], slot_w)
             warm = self.warmup(step)
             out["consistency_warmup"] = pred.new_tensor(warm)
             total = (total + self.partner_weight * out["partners"]

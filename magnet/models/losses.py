@@ -37,8 +37,8 @@ from magnet.representation import PackedLayout
 __all__ = [
     "DEFAULT_LOSS_WEIGHTS",
     "LOSS_KEYS",
+    "frame_masked_mean",
     "geodesic_angle_6d",
-    "masked_mean",
     "value_mean_std",
     "vqvae_losses",
 ]
@@ -84,7 +84,7 @@ def geodesic_angle_6d(pred_6d: Tensor, target_6d: Tensor) -> Tensor:
     return torch.acos(cos)
 
 
-def masked_mean(loss: Tensor, mask: Tensor | None, reference_averaging: bool = False) -> Tensor:
+def frame_masked_mean(loss: Tensor, mask: Tensor | None, reference_averaging: bool = False) -> Tensor:
     """Mean of ``loss[N, T, ...]`` under a frame mask ``mask[N, T]`` (None = all valid).
 
     Default: sum over valid frames / number of valid elements. ``reference_averaging``: (loss * mask).mean().
@@ -92,7 +92,7 @@ def masked_mean(loss: Tensor, mask: Tensor | None, reference_averaging: bool = F
     if mask is None:
         return loss.mean()
     if tuple(mask.shape) != tuple(loss.shape[:2]):
-        raise ValueError(f"masked_mean: mask {tuple(mask.shape)} does not match loss {tuple(loss.shape)}")
+        raise ValueError(f"frame_masked_mean: mask {tuple(mask.shape)} does not match loss {tuple(loss.shape)}")
     m = mask.to(loss.dtype).reshape(*mask.shape, *([1] * (loss.dim() - 2)))
     weighted = loss * m
     if reference_averaging:
@@ -136,7 +136,7 @@ def vqvae_losses(
     if mean.shape != (135,) or std.shape != (135,):
         raise ValueError(f"vqvae_losses: mean/std must have shape (135,), got {tuple(mean.shape)}, "
                          f"{tuple(std.shape)}")
-    avg = lambda loss: masked_mean(loss, mask, reference_averaging)
+    avg = lambda loss: frame_masked_mean(loss, mask, reference_averaging)
 
     n, t = recon.shape[:2]
     recon_dn = recon * std + mean

@@ -40,9 +40,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
 from torchmetrics import MeanMetric
 
-from magnet.body import load_body_model
 from magnet.errors import CheckpointError, ConfigError
-from magnet.geometry import rot6d_to_matrix, tf9_compose, tf9_to_rt
 from magnet.models.dfot import DFoT, DFoTConfig, save_dfot
 from magnet.models.dfot_losses import DFoTLoss
 from magnet.models.diffusion import DiscreteDiffusion
@@ -58,7 +56,7 @@ from magnet.models.vqvae import (
     vqvae_inputs,
 )
 from magnet.representation import STATS_PER_PERSON, MotionStats, PackedLayout
-from magnet.training.base import MagnetModule, stats_from_metadata
+from magnet.training.base import MagnetModule, stats_from_metadata, value_joints
 from magnet.training.latent_cache import CachedLatentDataset, LatentCache
 
 __all__ = ["DEFAULT_DFOT_LOSS_WEIGHTS", "DFoTModule", "load_stage1"]
@@ -156,9 +154,14 @@ class DFoTModule(MagnetModule):
     cosine to ``min_lr_ratio`` at ``total_steps``, held after. ``body_model``: SMPL-X file for validation FK (None:
     the default skeleton). ``stats``: :class:`MotionStats` or npz path (else the VQ-VAE file's / the datamodule's).
     ``latent_cache``: encode the training split once at fit start (:mod:`magnet.training.latent_cache`).
+    ``vqvae_config``: the VQ-VAE's config (:meth:`VQVAEConfig.to_dict`). Saved in the hyper-parameters, so that
+    ``DFoTModule.load_from_checkpoint`` rebuilds the VQ-VAE from it and restores its weights, statistics and the
+    DFoT from the checkpoint alone: no file is read then (``vqvae`` is only a record of where the VQ-VAE came
+    from; the SMPL-X file, if any, is loaded on first use). Leave it None to train: the VQ-VAE comes from ``vqvae``.
     """
 
     STAGE = "dfot"
+    PROGRESS_METRIC = "loss"
 
     def __init__(
         self,
@@ -188,10 +191,12 @@ class DFoTModule(MagnetModule):
         recon_level: int | None = 500,
         val_seed: int = 0,
         stats: MotionStats | str | None = None,
+        vqvae_config: dict[str, Any] | None = None,
     ):
         super().__init__()
         self.save_hyperparameters(ignore=["stats"])
-        if not vqvae:
+        restoring = vqvae_config is not None
+        if not vqvae and not restoring:
             raise ConfigError("the DFoT trains on a frozen stage-1 VQ-VAE: pass stage.vqvae_ckpt=<stage-1 run dir>/"
                               "vqvae.safetensors (python train.py stage=dfot stage.vqvae_ckpt=...)")
         if noise_level not in NOISE_LEVEL_MODES:
@@ -209,7 +214,11 @@ class DFoTModule(MagnetModule):
         weights.update({k: float(v) for k, v in (loss_weights or {}).items()})
         self.loss_weights = weights
 
-        self.vqvae, self._vqvae_stats = load_stage1(vqvae)
+        if restoring:  # weights and statistics come with the checkpoint's state dict
+            self.vqvae, self._vqvae_stats = PoseVQVAE(VQVAEConfig.from_dict(vqvae_config)), None
+        else:
+            self.vqvae, self._vqvae_stats = load_stage1(vqvae)
+            self.hparams["vqvae_config"] = self.vqvae.config.to_dict()
         self.vqvae.requires_grad_(False)
         self.vqvae.eval()
         self.vqvae_source = str(vqvae)
@@ -231,7 +240,7 @@ class DFoTModule(MagnetModule):
             self.set_stats(stats)
         elif self._vqvae_stats is not None and (num_persons == 1 or self._vqvae_stats.has_partner_stats):
             self.set_stats(self._vqvae_stats)
-        self._body_model = load_body_model(body_model)
+        self.init_body_model(body_model, load_now=not restoring)
         self.metrics_fps = 30
         self.latent_cache: LatentCache | None = None
         names = ["loss", "mpjpe_mm", "mpjpe_vqvae_mm"] + [f"loss_k{k}" for k in self.val_levels]
@@ -287,7 +296,11 @@ class DFoTModule(MagnetModule):
             self.check_stats(dm_stats, "the datamodule")
             self.set_stats(dm_stats)  # equal on the VQ-VAE's entries; supplies the partner statistics
 
+    def frozen_modules(self) -> list[torch.nn.Module]:
+        return [self.vqvae]
+
     def on_fit_start(self) -> None:
+        super().on_fit_start()
         if not self.hparams.latent_cache:
             return
         dm = getattr(self.trainer, "datamodule", None)
@@ -301,13 +314,6 @@ class DFoTModule(MagnetModule):
         c = self.latent_cache
         rank_zero_info(f"latent cache: {c.num_windows} windows encoded in {c.build_seconds:.1f} s "
                        f"({c.nbytes / 1e6:.1f} MB of code indices)")
-
-    @property
-    def body_model(self):
-        """The body model used for validation FK (not part of the state dict)."""
-        if self._body_model.joint_template.device != self.device:
-            self._body_model = self._body_model.to(self.device)
-        return self._body_model
 
     # ------------------------------------------------------------------------------------------ tokens
 
@@ -481,12 +487,6 @@ class DFoTModule(MagnetModule):
         return {"joints_pred": fold_persons(out.joints).to(gt.dtype), "joints_gt": fold_persons(gt),
                 "valid": frames[None].expand(b * p, t), "num_persons": p}
 
-    def on_validation_epoch_end(self) -> None:
-        for key, metric in self.val_metrics.items():
-            if metric.update_called:
-                self.log(f"val/{key}", metric.compute(), prog_bar=key == "loss", sync_dist=False)
-            metric.reset()
-
     # ------------------------------------------------------------------------------------------ optimiser
 
     def trainable_parameters(self):
@@ -512,6 +512,15 @@ class DFoTModule(MagnetModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_load_checkpoint(checkpoint)
+        state = checkpoint.get("state_dict", {})
+        mean, std = state.get("stats_mean"), state.get("stats_std")
+        if self._vqvae_stats is None and mean is not None and std is not None \
+                and bool(torch.isfinite(mean[STATS_PER_PERSON]).all()):
+            # no statistics from a VQ-VAE file (restored from the checkpoint alone, or a file without them): the
+            # checkpoint's are the ones the VQ-VAE was checked against in training; build the loss with them
+            stats = MotionStats(mean.double().cpu().numpy(), std.double().cpu().numpy(), source="the checkpoint")
+            self._vqvae_stats = stats
+            self.set_stats(stats)
         saved = checkpoint.get("magnet", {}).get("vqvae_source")
         if saved is not None and Path(saved).resolve() != Path(self.vqvae_source).resolve():
             warnings.warn(f"resuming: the checkpoint's own copy of the VQ-VAE (trained from {saved}) is used, not "
@@ -532,17 +541,6 @@ class DFoTModule(MagnetModule):
 
 
 # ------------------------------------------------------------------------------------------------ helpers
-
-
-def value_joints(body_model, value: Tensor, betas: Tensor, world_canonical: Tensor) -> Tensor:
-    """FK of joints 0..21 from a denormalised VQ-VAE value ``[N, T, 135]`` (body 6D ++ ``T_canonical_root``),
-    betas ``[N, T, 10]``, placed in the world by the canonical frames ``world_canonical [N, T, 9]``:
-    root = ``C(t) . T_canonical_root(t)`` -> ``[N, T, 22, 3]``."""
-    n, t = value.shape[:2]
-    body = rot6d_to_matrix(value[..., :126].reshape(n, t, 21, 6))
-    root_r, root_t = tf9_to_rt(tf9_compose(world_canonical, value[..., 126:135]))
-    pos, _ = body_model.forward_kinematics(body, root_r, root_t, betas)
-    return pos
 
 
 def _field_of(i: int) -> str:

@@ -24,14 +24,12 @@ import torch
 from torch import Tensor
 from torchmetrics import MeanMetric
 
-from magnet.body import load_body_model
-from magnet.geometry import geodesic_angle, rot6d_to_matrix, tf9_compose, tf9_to_rt
+from magnet.geometry import geodesic_angle, rot6d_to_matrix
 from magnet.models.losses import value_mean_std, vqvae_losses
 from magnet.models.vqvae import PoseVQVAE, VQVAEConfig, fold_persons, save_vqvae, vqvae_inputs
 from magnet.representation import MotionStats, PackedLayout
-from magnet.training.base import MagnetModule
+from magnet.training.base import MagnetModule, value_joints
 
-BODY_6D = slice(0, 126)
 ROOT_6D = slice(126, 132)
 ROOT_T = slice(132, 135)
 
@@ -46,6 +44,7 @@ class VQVAEModule(MagnetModule):
     """
 
     STAGE = "vqvae"
+    PROGRESS_METRIC = "mpjpe_mm"
 
     def __init__(
         self,
@@ -69,8 +68,7 @@ class VQVAEModule(MagnetModule):
         self.init_stats()
         if stats is not None:
             self.set_stats(MotionStats.load(stats) if isinstance(stats, (str, Path)) else stats)
-        # Loaded now so that a missing or malformed SMPL-X file fails before training starts.
-        self._body_model = load_body_model(body_model)
+        self.init_body_model(body_model)  # now: a missing or malformed SMPL-X file fails before training starts
         self.metrics_fps = 30
         self.val_metrics = torch.nn.ModuleDict(
             {k: MeanMetric() for k in ("loss", "mpjpe_mm", "mpjpe_mean_pose_mm", "root_transl_mm",
@@ -90,13 +88,6 @@ class VQVAEModule(MagnetModule):
                 f"the VQ-VAE trains on one person per window but the datamodule has person_num={dm.person_num}; "
                 "use stage=vqvae (it sets person_num: 1)"
             )
-
-    @property
-    def body_model(self):
-        """The body model used for validation FK (not part of the state dict)."""
-        if self._body_model.joint_template.device != self.device:
-            self._body_model = self._body_model.to(self.device)
-        return self._body_model
 
     def _value_stats(self) -> tuple[Tensor, Tensor]:
         if not self.has_stats:
@@ -147,12 +138,6 @@ class VQVAEModule(MagnetModule):
             self.val_metrics[key].update(val, weight)
         return {"joints_pred": joints["pred"], "joints_gt": joints["gt"], "valid": mask, "num_persons": 1}
 
-    def on_validation_epoch_end(self) -> None:
-        for key, metric in self.val_metrics.items():
-            if metric.update_called:
-                self.log(f"val/{key}", metric.compute(), prog_bar=key == "mpjpe_mm", sync_dist=False)
-            metric.reset()
-
     @torch.no_grad()
     def reconstruction_errors(
         self, recon: Tensor, target: Tensor, enc_cond: Tensor, mask: Tensor, world_canonical: Tensor | None = None
@@ -167,9 +152,9 @@ class VQVAEModule(MagnetModule):
         """
         mean, std = self._value_stats()
         betas = self.denormalise(enc_cond, slice(0, 10))
-        gt = self._joints(target * std + mean, betas, world_canonical)
-        pred = self._joints(recon * std + mean, betas, world_canonical)
-        mean_pose = self._joints(torch.zeros_like(target) * std + mean, betas, world_canonical)
+        gt = value_joints(self.body_model, target * std + mean, betas, world_canonical)
+        pred = value_joints(self.body_model, recon * std + mean, betas, world_canonical)
+        mean_pose = value_joints(self.body_model, torch.zeros_like(target) * std + mean, betas, world_canonical)
         m = mask.bool()
         n = int(m.sum())
         mpjpe = (pred - gt).norm(dim=-1).mean(-1)[m].mean() * 1000.0
@@ -189,21 +174,6 @@ class VQVAEModule(MagnetModule):
         if x.shape[2] != 1:
             x = fold_persons(x)[:, :, None]
         return self.denormalise(x[:, :, 0], self.layout.world_canon)
-
-    def _joints(self, value: Tensor, betas: Tensor, world_canonical: Tensor | None = None) -> Tensor:
-        """FK of joints 0..21: ``value[N, T, 135]`` denormalised -> ``[N, T, 22, 3]``.
-
-        The root is ``T_canonical_root`` from ``value``; with ``world_canonical [N, T, 9]`` it is placed in the world
-        as ``C(t) . T_canonical_root(t)``.
-        """
-        n, t = value.shape[:2]
-        body = rot6d_to_matrix(value[..., BODY_6D].reshape(n, t, 21, 6))
-        root = value[..., ROOT_6D.start:ROOT_T.stop]
-        if world_canonical is not None:
-            root = tf9_compose(world_canonical, root)
-        root_r, root_t = tf9_to_rt(root)
-        pos, _ = self.body_model.forward_kinematics(body, root_r, root_t, betas)
-        return pos
 
     # ------------------------------------------------------------------------------------------ optimiser
 
