@@ -1,8 +1,10 @@
 """Train a stage: ``python train.py stage=vqvae dataset=dd100`` (see README, "Training").
 
-Composes conf/train.yaml, instantiates the datamodule, the stage's LightningModule, callbacks, loggers and the
-Trainer, fits, and writes the plain weights next to the checkpoints. Multirun sweeps (``-m``) and the SLURM
-launcher (``hydra/launcher=slurm``) work as usual with Hydra.
+Composes conf/train.yaml, instantiates the datamodule, the stage's LightningModule (from the stage config itself:
+``magnet.cli.instantiate_stage``), callbacks, loggers and the Trainer, fits, and writes the plain weights next to
+the checkpoints. Sweeps (``-m``, every Hydra sweep syntax), the submitit launchers (``hydra/launcher=slurm``) and
+Hydra sweepers work as usual; ``objective=<metric>`` returns that metric to a sweeper. SIGTERM and Ctrl-C stop
+the run after the current step with a checkpoint to resume from (``callbacks.InterruptCheckpoint``).
 """
 
 from __future__ import annotations
@@ -18,30 +20,61 @@ from magnet.cli import check_choices, one_line_warnings, quiet_lightning_notices
 GROUPS = ("stage", "dataset", "model", "trainer", "logger", "callbacks", "experiment", "paths")
 
 
+def check_accelerator(trainer_cfg: DictConfig) -> None:
+    """A one-line ConfigError for a GPU trainer (``trainer=gpu`` / ``ddp``) on a machine where torch sees no GPU."""
+    import torch
+
+    from magnet.errors import ConfigError
+
+    accelerator = str(trainer_cfg.get("accelerator", "auto")).lower()
+    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        build = f"CUDA {torch.version.cuda}" if torch.version.cuda else "a CPU-only build"
+        raise ConfigError(f"trainer.accelerator={accelerator} but torch {torch.__version__} ({build}) sees no GPU; "
+                          "use trainer=cpu (or trainer=ddp trainer.accelerator=cpu), or install a CUDA build of torch "
+                          "(README, Install)")
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
     import lightning.pytorch as pl
     from hydra.core.hydra_config import HydraConfig
     from hydra.utils import instantiate
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+    from callbacks import InterruptCheckpoint
+    from magnet.cli import instantiate_stage
+    from magnet.errors import ConfigError
     from magnet.training.base import check_resume_checkpoint
+    from magnet.utils import require_number
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
-    pl.seed_everything(cfg.seed, workers=True)
+    pl.seed_everything(require_number("seed", cfg.seed, integer=True, hint="e.g. seed=1111"), workers=True)
+    check_accelerator(cfg.trainer)
     if cfg.dataset.get("prepare") is not None:  # e.g. the synthetic dataset is built on first use
         instantiate(cfg.dataset.prepare)
     datamodule = instantiate(cfg.data)
-    # Plain dicts / lists (not DictConfig) so the saved hyper-parameters load with torch.load(weights_only=True),
-    # which Lightning uses when resuming with ckpt_path=.
-    module = instantiate(cfg.stage.module, _convert_="all")
+    module = instantiate_stage(cfg.stage)
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
+    callbacks = [c for c in callbacks if c is not None]  # a factory may decline (time_checkpoint without minutes)
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     ckpt_path = cfg.get("ckpt_path")
     if ckpt_path:
         check_resume_checkpoint(ckpt_path, cfg.stage.name, module)
-    # weights_only=False: the check has already unpickled the file in full (the user's own run), and
-    # checkpoints written before hyper-parameters were plain containers hold omegaconf objects.
-    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=False if ckpt_path else None)
+    try:
+        # weights_only=False: the check has already unpickled the file in full (the user's own run), and
+        # checkpoints written before hyper-parameters were plain containers hold omegaconf objects.
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path,
+                    weights_only=False if ckpt_path else None)
+    except SIGTERMException:
+        interrupt = next((c for c in callbacks if isinstance(c, InterruptCheckpoint)), None)
+        signum = interrupt.signal if interrupt is not None and interrupt.signal else 15
+        if trainer.is_global_zero:
+            if interrupt is not None and interrupt.path is not None:
+                print(f"interrupted at step {trainer.global_step}; resume with: python train.py <same options> "
+                      f"ckpt_path={interrupt.path}", file=sys.stderr)
+            else:
+                print(f"interrupted at step {trainer.global_step} (no checkpoint written)", file=sys.stderr)
+        raise SystemExit(128 + int(signum)) from None
     if trainer.is_global_zero and hasattr(module, "export_weights"):
         path = module.export_weights(run_dir / f"{cfg.stage.name}.safetensors")
         print(f"weights: {path}")
@@ -51,16 +84,24 @@ def train(cfg: DictConfig) -> dict[str, float]:
         print(f"run dir: {run_dir}")
         if summary:
             print(f"final validation: {summary}")
+    objective = cfg.get("objective")
+    if objective and objective not in metrics:
+        raise ConfigError(f"objective={objective} was not logged by this run (the checkpoints are kept in {run_dir}); "
+                          f"logged: {', '.join(sorted(metrics)) or 'nothing'}")
     return metrics
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
+    """Train; returns ``metrics[objective]`` (a float, for Hydra sweepers such as Optuna) when ``objective=`` is
+    set, else None."""
     from hydra.core.hydra_config import HydraConfig
 
+    one_line_warnings()  # again here: under a launcher (submitit) or a sweeper the job does not run __main__
+    quiet_lightning_notices()
     metrics = run_guarded(train, cfg, cleanup_dir=Path(HydraConfig.get().runtime.output_dir))
-    objective = cfg.get("objective")  # for sweepers: the metric to return
-    return metrics.get(objective) if objective else None
+    objective = cfg.get("objective")
+    return metrics[objective] if objective else None
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Lightning callbacks shared by the training stages."""
 
+from callbacks.checkpoints import InterruptCheckpoint, time_checkpoint
 from callbacks.progress import StepRichProgressBar
 from callbacks.validation_metrics import ValidationMetrics
 
-__all__ = ["StepRichProgressBar", "ValidationMetrics"]
+__all__ = ["InterruptCheckpoint", "StepRichProgressBar", "ValidationMetrics", "time_checkpoint"]

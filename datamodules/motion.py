@@ -38,10 +38,12 @@ from datamodules.windows import (
 from magnet.data import dataset_files
 from magnet.errors import ConfigError, DataError
 from magnet.representation import MotionStats, PackedLayout
+from magnet.utils import require_number
 
 log = logging.getLogger(__name__)
 
 DATASET_KEYS = ("name", "dir", "hdf5", "split_file", "stats", "weight")
+BATCH_SCOPES = ("device", "global")
 
 
 class MotionDataModule(LightningDataModule):
@@ -55,6 +57,10 @@ class MotionDataModule(LightningDataModule):
     per-dataset budget; every DataLoader worker has its own cache). ``shuffle_persons``: random person order in
     training (partner blocks reordered to match). ``seed``: training draws come from ``(seed, epoch)``; None uses
     ``torch.initial_seed()`` at setup (set by ``lightning.seed_everything``).
+    ``batch_scope``: ``device`` (default): every process's loaders yield ``batch_size`` windows; ``global``:
+    ``batch_size`` (and ``val_batch_size``) are the totals over the attached Trainer's processes
+    (``trainer.world_size``, DDP), so each process gets ``batch_size / world_size`` (which must divide evenly) and
+    one optimiser step sees ``batch_size`` windows whatever the GPU count (the reference's 256 in one process).
     Attributes: ``.stats`` (:class:`MotionStats` used for every dataset), ``.layout`` (``PackedLayout(person_num)``),
     ``.train_set`` / ``.val_set`` / ``.test_set`` (:class:`MixedDataset` or None before ``setup``).
     """
@@ -78,6 +84,7 @@ class MotionDataModule(LightningDataModule):
         seed: int | None = None,
         is_first_clean: bool = False,
         drop_last: bool = False,
+        batch_scope: str = "device",
     ):
         super().__init__()
         if isinstance(datasets, (Mapping, str, bytes)):
@@ -90,15 +97,19 @@ class MotionDataModule(LightningDataModule):
                 raise ConfigError(f"{key}={value!r} is unknown; use one of {list(SLICING_MODES)}")
         if val_slice == "random_uniform_len":
             raise ConfigError("val_slice='random_uniform_len' is not reproducible; use 'deterministic' or 'first'")
-        if int(sequence_len) < 1 or int(person_num) < 1 or int(batch_size) < 1:
-            raise ConfigError(
-                f"sequence_len, person_num and batch_size must be >= 1 (got {sequence_len}, {person_num}, {batch_size})"
-            )
-        self.sequence_len = int(sequence_len)
-        self.person_num = int(person_num)
-        self.batch_size = int(batch_size)
-        self.val_batch_size = int(val_batch_size) if val_batch_size is not None else self.batch_size
-        self.num_workers = int(num_workers)
+        hint = "set it with stage.<name>= or data.<name>= (conf/stage/*.yaml, conf/train.yaml)"
+        self.sequence_len = require_number("sequence_len", sequence_len, integer=True, minimum=1, hint=hint)
+        self.person_num = require_number("person_num", person_num, integer=True, minimum=1, hint=hint)
+        self.batch_size = require_number("batch_size", batch_size, integer=True, minimum=1, hint=hint)
+        self.val_batch_size = (require_number("val_batch_size", val_batch_size, integer=True, minimum=1, hint=hint)
+                               if val_batch_size is not None else self.batch_size)
+        self.num_workers = require_number("num_workers", num_workers, integer=True, minimum=0, hint=hint)
+        if epoch_length is not None:
+            require_number("epoch_length", epoch_length, integer=True, minimum=1, hint=hint)
+        if batch_scope not in BATCH_SCOPES:
+            raise ConfigError(f"batch_scope={batch_scope!r} is unknown; use one of {list(BATCH_SCOPES)} "
+                              "(stage.batch_scope=)")
+        self.batch_scope = batch_scope
         self.train_slice = train_slice
         self.val_slice = val_slice
         self.weights = self._resolve_weights(weights)
@@ -219,6 +230,17 @@ class MotionDataModule(LightningDataModule):
 
     # ---------------------------------------------------------------------------------------------- loaders
 
+    def per_process(self, size: int, what: str = "batch_size") -> int:
+        """Windows per loader batch of this process for a configured ``size`` (``batch_scope``, see the class)."""
+        if self.batch_scope == "device":
+            return size
+        world = int(getattr(self.trainer, "world_size", 1) or 1) if self.trainer is not None else 1
+        if size % world:
+            raise ConfigError(f"{what}={size} is the global batch (batch_scope=global) and does not divide among the "
+                              f"{world} training processes; use a multiple of {world}, or stage.batch_scope=device for "
+                              f"{size} windows per process")
+        return size // world
+
     def _loader(self, dataset: MixedDataset, sampler: WindowSampler, batch_size: int, drop_last: bool) -> DataLoader:
         return MotionDataLoader(
             dataset,
@@ -242,13 +264,13 @@ class MotionDataModule(LightningDataModule):
             slicing=self.train_slice, shuffle_persons=self.shuffle_persons, is_first_clean=self.is_first_clean,
             random=True, seed=self._resolved_seed(),
         )
-        return self._loader(self.train_set, sampler, self.batch_size, self.drop_last)
+        return self._loader(self.train_set, sampler, self.per_process(self.batch_size), self.drop_last)
 
     def _eval_loader(self, dataset: MixedDataset) -> DataLoader | list:
         if len(dataset) == 0:
             return []
         sampler = WindowSampler(dataset, shuffle=False, slicing=self.val_slice, random=False, seed=0)
-        return self._loader(dataset, sampler, self.val_batch_size, False)
+        return self._loader(dataset, sampler, self.per_process(self.val_batch_size, "val_batch_size"), False)
 
     def val_dataloader(self) -> DataLoader | list:
         """The val loader, or ``[]`` (Lightning then skips validation) when no dataset has val sequences."""
@@ -262,5 +284,5 @@ class MotionDataModule(LightningDataModule):
         return self._eval_loader(self.test_set)
 
 
-__all__ = ["DATASET_KEYS", "MotionDataModule"]
+__all__ = ["BATCH_SCOPES", "DATASET_KEYS", "MotionDataModule"]
 

@@ -18,6 +18,34 @@ CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 EXIT_USER_ERROR = 2
 
 
+def run_stamp(pattern: str = "%Y-%m-%d_%H-%M-%S") -> str:
+    """The last part of a run directory (``${run_stamp:}`` in conf/train.yaml): the time now in ``pattern``, or in a
+    SLURM batch job ``slurm-<job id>`` (``slurm-<array job id>_<task id>`` in an array), so that every task of a
+    multi-GPU job writes into one directory and a requeued job finds its run, and the checkpoint it resumes from,
+    again. An interactive allocation (``srun --pty bash``, job name bash / interactive) counts as no job, as
+    Lightning's ``SLURMEnvironment.detect`` has it."""
+    import datetime
+    import os
+
+    if "SLURM_NTASKS" in os.environ and os.environ.get("SLURM_JOB_NAME") not in ("bash", "interactive") \
+            and os.environ.get("SLURM_JOB_ID"):
+        array_job, array_task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
+        if array_job and array_task:
+            return f"slurm-{array_job}_{array_task}"
+        return f"slurm-{os.environ['SLURM_JOB_ID']}"
+    return datetime.datetime.now().strftime(pattern)
+
+
+def register_resolvers() -> None:
+    """Register the OmegaConf resolvers the configs use (``run_stamp``); safe to call more than once."""
+    from omegaconf import OmegaConf
+
+    OmegaConf.register_new_resolver("run_stamp", run_stamp, use_cache=True, replace=True)
+
+
+register_resolvers()
+
+
 def one_line_warnings() -> None:
     """Print Python warnings as ``warning: <message>`` on one line (no source line echo)."""
     import warnings
@@ -37,13 +65,17 @@ class _DropLightningTip:
 
 
 def quiet_lightning_notices() -> None:
-    """Silence the two notices every training run would print that say nothing about the run: Lightning's tip to
-    install its cloud logger, and torch's FutureWarning about ``isinstance(treespec, LeafSpec)``, which Lightning's
-    own code triggers. Everything else Lightning reports is kept."""
+    """Silence the notices every training run would print that say nothing about the run: Lightning's tip to
+    install its cloud logger, torch's FutureWarning about ``isinstance(treespec, LeafSpec)``, which Lightning's own
+    code triggers, and under DDP Lightning's false "use sync_dist=True" hint for the validation metrics. Everything
+    else Lightning reports is kept."""
     import logging
     import warnings
 
     warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", category=FutureWarning)
+    # Under DDP Lightning suggests sync_dist=True for every value logged at epoch level; the validation values are
+    # torchmetrics results that compute() has already synchronised across ranks (Lightning issue #20153).
+    warnings.filterwarnings("ignore", message=r"It is recommended to use `self.log\('val(_metrics|_samples)?/")
     for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
         logging.getLogger(name).addFilter(_DropLightningTip)  # the class itself: adding it twice is a no-op
 
@@ -59,28 +91,103 @@ def group_choices(group: str, conf_dir: Path = CONF_DIR) -> list[str]:
     return sorted(p.stem for p in (conf_dir / group).glob("*.yaml"))
 
 
+def _override_choices(arg: str, groups: set[str]) -> tuple[str, list[str] | Any] | None:
+    """``(group, values)`` of a command-line override of one of ``groups``, parsed with Hydra's own override
+    grammar: a plain ``dataset=dd100``, a comma list or ``choice(...)`` / ``shuffle(...)`` / ``sort(...)`` /
+    ``range(...)`` (the values as strings), or ``glob(...)`` (the :class:`hydra...Glob` itself). None for anything
+    else, including what Hydra cannot parse (Hydra reports that itself)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.core.override_parser.types import Glob
+    from hydra.errors import HydraException
+
+    try:
+        override = OverridesParser.create().parse_override(arg)
+    except HydraException:
+        return None
+    if override.key_or_group not in groups or override.is_delete():
+        return None
+    value = override.value()
+    if isinstance(value, Glob):
+        return override.key_or_group, value
+    if override.is_interval_sweep():  # interval(a, b) is for numeric sweeper keys, not a group choice
+        return None
+    if override.is_sweep_override():
+        return override.key_or_group, list(override.sweep_string_iterator())
+    if value is None:
+        return None
+    return override.key_or_group, [override.get_value_element_as_str()]
+
+
 def check_choices(argv: Sequence[str], groups: Iterable[str], conf_dir: Path = CONF_DIR) -> None:
-    """Fail with one line if a command-line choice such as ``dataset=foo`` names no file of its group."""
+    """Fail with one line if a command-line choice such as ``dataset=foo`` names no file of its group.
+
+    Every Hydra sweep syntax is understood (``-m``): comma lists ``dataset=dd100,duobox``, ``choice(...)``,
+    ``shuffle(...)``, ``sort(...)``, ``range(...)`` (each value is checked) and ``glob(...)`` (it must match at
+    least one option).
+    """
     groups = set(groups)
     for arg in argv:
         if arg.startswith("-") or "=" not in arg:
             continue
-        key, value = arg.split("=", 1)
-        key = key.lstrip("+~")
-        if key not in groups or value in ("", "null"):
+        parsed = _override_choices(arg, groups)
+        if parsed is None:
             continue
+        key, values = parsed
         options = group_choices(key, conf_dir)
-        for choice in value.split(","):  # multirun sweeps: dataset=dd100,duobox
-            if choice not in options:
-                fail(f"unknown {key} '{choice}' (choose from: {', '.join(options)}; files in conf/{key}/)")
+        hint = f"choose from: {', '.join(options)}; files in conf/{key}/"
+        if not isinstance(values, list):  # a glob
+            if not values.filter(options):
+                fail(f"{key}={arg.split('=', 1)[1]} matches no {key} ({hint})")
+            continue
+        for choice in values:
+            if choice not in options and choice not in ("", "null"):
+                fail(f"unknown {key} '{choice}' ({hint})")
+
+
+# Keys of a stage config (conf/stage/*.yaml) that are the run's, not the LightningModule's: conf/train.yaml hands
+# them to the datamodule and the Trainer. A key the module's __init__ takes goes to the module even if listed here
+# (the DFoT's num_persons is both).
+RUN_KEYS = ("name", "num_persons", "sequence_len", "batch_size", "batch_scope", "grad_clip", "val_every_n_steps",
+            "val_batches")
+
+
+def instantiate_stage(stage: Any) -> Any:
+    """The LightningModule of a stage config (``conf/stage/<name>.yaml``): ``_target_`` called with every key of
+    the node that its ``__init__`` takes, as plain Python values (so the hyper-parameters saved in checkpoints load
+    with ``weights_only=True``). The other keys must be run settings (:data:`RUN_KEYS`); anything else is a one-line
+    :class:`ConfigError` (a key added with ``+stage.<key>=`` that nothing reads)."""
+    import inspect
+
+    from hydra.utils import get_class, instantiate
+    from omegaconf import OmegaConf
+
+    from magnet.errors import ConfigError
+
+    node = OmegaConf.to_container(stage, resolve=True) if OmegaConf.is_config(stage) else dict(stage)
+    target = node.pop("_target_", None)
+    if not target:
+        raise ConfigError("the stage config names no LightningModule (_target_); see conf/stage/vqvae.yaml")
+    params = inspect.signature(get_class(target)).parameters
+    kwargs = {k: v for k, v in node.items() if k in params}
+    unknown = sorted(k for k in node if k not in params and k not in RUN_KEYS)
+    if unknown:
+        raise ConfigError(f"stage key(s) {unknown} are neither arguments of {target.rsplit('.', 1)[-1]} nor run "
+                          f"settings ({', '.join(RUN_KEYS)}); remove them or fix the spelling")
+    return instantiate({"_target_": target, **kwargs}, _convert_="all")
 
 
 def unwrap_user_error(exc: BaseException) -> MagnetError | None:
-    """The :class:`MagnetError` behind ``exc`` (itself, or a cause Hydra's instantiate wrapped), else None."""
+    """The user error behind ``exc`` (itself, or a cause Hydra's instantiate wrapped), else None: a
+    :class:`MagnetError`, or Lightning's ``MisconfigurationException`` (an impossible Trainer or callback setting
+    such as ``trainer.devices=0``), returned as a :class:`ConfigError` with Lightning's message."""
+    from magnet.errors import ConfigError
+
     seen = set()
     while exc is not None and id(exc) not in seen:
         if isinstance(exc, MagnetError):
             return exc
+        if type(exc).__name__ == "MisconfigurationException":  # no lightning import here (entry points stay fast)
+            return ConfigError(f"Lightning refuses the trainer/callback settings: {exc}")
         seen.add(id(exc))
         exc = exc.__cause__ or exc.__context__
     return None

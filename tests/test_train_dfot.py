@@ -49,7 +49,7 @@ def stage1(synthetic_root, tmp_path_factory):
 
 
 def _module(stage1, **kw):
-    args = {"vqvae": str(stage1["path"]), "model": "tiny", "num_persons": 2, "lr": 1e-3, "warmup_steps": 5,
+    args = {"vqvae_ckpt": str(stage1["path"]), "model": "tiny", "num_persons": 2, "lr": 1e-3, "warmup_steps": 5,
             "total_steps": 1000, "consistency_warmup_steps": 10}
     args.update(kw)
     return DFoTModule(**args)

@@ -17,10 +17,11 @@ from lightning.fabric.utilities.warnings import PossibleUserWarning
 from torch import Tensor
 
 from magnet.body import BodyModel, load_body_model
-from magnet.errors import CheckpointError
+from magnet.errors import CheckpointError, ConfigError
 from magnet.geometry import rot6d_to_matrix, tf9_compose, tf9_to_rt
 from magnet.representation import STATS_DIM, STATS_PER_PERSON, MotionStats
 from magnet.training.schedule import build_warmup_cosine
+from magnet.utils import require_number
 
 
 class MagnetModule(pl.LightningModule):
@@ -107,6 +108,23 @@ class MagnetModule(pl.LightningModule):
     def trainable_parameters(self):
         """The parameters the optimiser updates: every parameter that requires a gradient."""
         return [p for p in self.parameters() if p.requires_grad]
+
+    def check_optimiser_hparams(self) -> None:
+        """One-line :class:`ConfigError` for an optimiser or schedule hyper-parameter that is not a usable value
+        (``lr=abc``, ``total_steps=0``, ``warmup_steps=-1``, ``adam_betas=[0.9]`` ...). Called by the subclasses'
+        ``__init__``, so a bad value stops a run before anything is trained or written."""
+        hp = self.hparams
+        hint = "set it on the command line as stage.<name>=<value>"
+        require_number("lr", hp.lr, above=0.0, hint=hint)
+        require_number("weight_decay", hp.weight_decay, minimum=0.0, hint=hint)
+        require_number("warmup_steps", hp.warmup_steps, integer=True, minimum=0, hint=hint)
+        require_number("total_steps", hp.total_steps, integer=True, minimum=1, hint=hint)
+        require_number("min_lr_ratio", hp.min_lr_ratio, minimum=0.0, maximum=1.0, hint=hint)
+        betas = hp.adam_betas
+        if isinstance(betas, (str, bytes)) or not hasattr(betas, "__len__") or len(betas) != 2:
+            raise ConfigError(f"adam_betas must be two numbers in [0, 1), got {betas!r}; e.g. stage.adam_betas=[0.9,0.999]")
+        for k, beta in enumerate(betas):
+            require_number(f"adam_betas[{k}]", beta, minimum=0.0, below=1.0, hint=hint)
 
     def configure_optimizers(self):
         """AdamW with linear warm-up, cosine decay to ``min_lr_ratio`` at ``total_steps``, then held there."""

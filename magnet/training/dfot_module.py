@@ -144,8 +144,10 @@ def _load_stage1_ckpt(p: Path) -> tuple[PoseVQVAE, MotionStats | None]:
 class DFoTModule(MagnetModule):
     """Trains :class:`magnet.models.dfot.DFoT` on the latents of a frozen stage-1 VQ-VAE.
 
-    ``vqvae``: stage-1 ``vqvae.safetensors``, a stage-1 ``.ckpt`` or run directory (:func:`load_stage1`).
-    ``model``: DFoT preset name (``paper`` | ``tiny``) or ``{preset: ..., **DFoTConfig overrides}``.
+    ``vqvae_ckpt``: stage-1 ``vqvae.safetensors``, a stage-1 ``.ckpt`` or run directory (:func:`load_stage1`);
+    ``vqvae`` is its old name, still accepted (checkpoints written before the rename store it).
+    ``model``: the :class:`DFoTConfig` fields as a dict (``conf/model/*.yaml``), a preset name (``paper`` |
+    ``tiny``) or ``{preset: ..., **DFoTConfig overrides}``.
     ``objective`` / ``noise_sampling`` / ``min_snr_weight``: :class:`DiscreteDiffusion` options; ``noise_level``:
     ``random_independent`` | ``random_uniform``. ``context``: ``none`` | ``fixed`` | ``variable`` (prefix of
     ``context_len`` latent frames, resp. 1..``context_len`` per window, at level 0, dropped with
@@ -156,8 +158,9 @@ class DFoTModule(MagnetModule):
     ``latent_cache``: encode the training split once at fit start (:mod:`magnet.training.latent_cache`).
     ``vqvae_config``: the VQ-VAE's config (:meth:`VQVAEConfig.to_dict`). Saved in the hyper-parameters, so that
     ``DFoTModule.load_from_checkpoint`` rebuilds the VQ-VAE from it and restores its weights, statistics and the
-    DFoT from the checkpoint alone: no file is read then (``vqvae`` is only a record of where the VQ-VAE came
-    from; the SMPL-X file, if any, is loaded on first use). Leave it None to train: the VQ-VAE comes from ``vqvae``.
+    DFoT from the checkpoint alone: no file is read then (``vqvae_ckpt`` is only a record of where the VQ-VAE came
+    from; the SMPL-X file, if any, is loaded on first use). Leave it None to train: the VQ-VAE comes from
+    ``vqvae_ckpt``. The arguments are the keys of ``conf/stage/dfot.yaml``.
     """
 
     STAGE = "dfot"
@@ -165,7 +168,7 @@ class DFoTModule(MagnetModule):
 
     def __init__(
         self,
-        vqvae: str | None = None,
+        vqvae_ckpt: str | None = None,
         model: str | dict[str, Any] = "paper",
         num_persons: int = 2,
         objective: str = "pred_x0",
@@ -192,11 +195,15 @@ class DFoTModule(MagnetModule):
         val_seed: int = 0,
         stats: MotionStats | str | None = None,
         vqvae_config: dict[str, Any] | None = None,
+        vqvae: str | None = None,
     ):
         super().__init__()
-        self.save_hyperparameters(ignore=["stats"])
+        vqvae_ckpt = vqvae_ckpt or vqvae
+        self.save_hyperparameters(ignore=["stats", "vqvae"])
+        self.hparams["vqvae_ckpt"] = vqvae_ckpt
+        self.check_optimiser_hparams()
         restoring = vqvae_config is not None
-        if not vqvae and not restoring:
+        if not vqvae_ckpt and not restoring:
             raise ConfigError("the DFoT trains on a frozen stage-1 VQ-VAE: pass stage.vqvae_ckpt=<stage-1 run dir>/"
                               "vqvae.safetensors (python train.py stage=dfot stage.vqvae_ckpt=...)")
         if noise_level not in NOISE_LEVEL_MODES:
@@ -217,11 +224,11 @@ class DFoTModule(MagnetModule):
         if restoring:  # weights and statistics come with the checkpoint's state dict
             self.vqvae, self._vqvae_stats = PoseVQVAE(VQVAEConfig.from_dict(vqvae_config)), None
         else:
-            self.vqvae, self._vqvae_stats = load_stage1(vqvae)
+            self.vqvae, self._vqvae_stats = load_stage1(vqvae_ckpt)
             self.hparams["vqvae_config"] = self.vqvae.config.to_dict()
         self.vqvae.requires_grad_(False)
         self.vqvae.eval()
-        self.vqvae_source = str(vqvae)
+        self.vqvae_source = str(vqvae_ckpt)
         f = self.vqvae.factor
         self.model = DFoT(DFoTConfig.from_spec(model), int(num_persons), self.vqvae.config.d_latent, f)
         self.packed_layout = PackedLayout(int(num_persons))

@@ -37,7 +37,9 @@ ROOT_T = slice(132, 135)
 class VQVAEModule(MagnetModule):
     """Trains :class:`magnet.models.vqvae.PoseVQVAE` on one-person windows.
 
-    ``model``: a preset name (``paper`` | ``tiny``) or a dict ``{preset: ..., **VQVAEConfig overrides}``.
+    ``model``: the :class:`VQVAEConfig` fields as a dict (what ``conf/model/*.yaml`` gives), a preset name
+    (``paper`` | ``tiny``) or ``{preset: ..., **VQVAEConfig overrides}``. The arguments are the keys of
+    ``conf/stage/vqvae.yaml``.
     ``loss_weights``: overrides of :data:`magnet.models.losses.DEFAULT_LOSS_WEIGHTS`.
     ``body_model``: SMPL-X file for the validation FK (None: the built-in default skeleton).
     ``stats``: a :class:`MotionStats` or an npz path; if None it is taken from the datamodule at ``setup``.
@@ -62,6 +64,7 @@ class VQVAEModule(MagnetModule):
     ):
         super().__init__()
         self.save_hyperparameters(ignore=["stats"])
+        self.check_optimiser_hparams()
         self.model = PoseVQVAE(VQVAEConfig.from_spec(model))
         self.layout = PackedLayout(1)
         self.loss_weights = dict(loss_weights or {})
