@@ -47,6 +47,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
     from magnet.utils import require_number
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
+    sweeper = str(HydraConfig.get().sweeper.get("_target_", ""))
+    if not cfg.get("objective") and not sweeper.endswith("BasicSweeper"):
+        raise ConfigError(f"the sweeper {sweeper.rsplit('.', 1)[-1]} optimises a metric: name it with objective=, e.g. "
+                          "objective=val/mpjpe_mm (stage 1) or objective=val/loss (stage 2)")
     pl.seed_everything(require_number("seed", cfg.seed, integer=True, hint="e.g. seed=1111"), workers=True)
     check_accelerator(cfg.trainer)
     if cfg.dataset.get("prepare") is not None:  # e.g. the synthetic dataset is built on first use
@@ -56,6 +60,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
     callbacks = [c for c in callbacks if c is not None]  # a factory may decline (time_checkpoint without minutes)
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
+    if not loggers:  # logger=none: Lightning's LearningRateMonitor refuses to run without a logger
+        callbacks = [c for c in callbacks if not isinstance(c, pl.callbacks.LearningRateMonitor)]
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     ckpt_path = cfg.get("ckpt_path")
     if ckpt_path:
@@ -69,7 +75,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
         interrupt = next((c for c in callbacks if isinstance(c, InterruptCheckpoint)), None)
         signum = interrupt.signal if interrupt is not None and interrupt.signal else 15
         if trainer.is_global_zero:
-            if interrupt is not None and interrupt.path is not None:
+            if interrupt is not None and interrupt.path is not None and interrupt.path.name.startswith("hpc_ckpt_"):
+                print(f"interrupted at step {trainer.global_step}; a requeued SLURM job resumes from {interrupt.path} "
+                      "by itself", file=sys.stderr)
+            elif interrupt is not None and interrupt.path is not None:
                 print(f"interrupted at step {trainer.global_step}; resume with: python train.py <same options> "
                       f"ckpt_path={interrupt.path}", file=sys.stderr)
             else:
