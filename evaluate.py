@@ -11,6 +11,10 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
+from magnet.cli import register_resolvers
+
+register_resolvers()  # the resolvers conf/evaluate.yaml uses (sweep_only)
+
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
 def main(cfg: DictConfig) -> None:

@@ -35,24 +35,31 @@ def check_accelerator(trainer_cfg: DictConfig) -> None:
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
-    import lightning.pytorch as pl
     from hydra.core.hydra_config import HydraConfig
+    from hydra.errors import InstantiationException
     from hydra.utils import instantiate
-    from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-    from callbacks import InterruptCheckpoint
-    from magnet.cli import instantiate_stage
+    from magnet.cli import check_run_settings, instantiate_stage
     from magnet.errors import ConfigError
-    from magnet.training.base import check_resume_checkpoint
     from magnet.utils import require_number
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
+    # the checks that need no Lightning first: a bad value fails in a second or two
     sweeper = str(HydraConfig.get().sweeper.get("_target_", ""))
     if not cfg.get("objective") and not sweeper.endswith("BasicSweeper"):
         raise ConfigError(f"the sweeper {sweeper.rsplit('.', 1)[-1]} optimises a metric: name it with objective=, e.g. "
                           "objective=val/mpjpe_mm (stage 1) or objective=val/loss (stage 2)")
-    pl.seed_everything(require_number("seed", cfg.seed, integer=True, hint="e.g. seed=1111"), workers=True)
+    seed = require_number("seed", cfg.seed, integer=True, hint="e.g. seed=1111")
     check_accelerator(cfg.trainer)
+    check_run_settings(cfg.stage)
+
+    import lightning.pytorch as pl
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    from callbacks import InterruptCheckpoint
+    from magnet.training.base import check_resume_checkpoint
+
+    pl.seed_everything(seed, workers=True)
     if cfg.dataset.get("prepare") is not None:  # e.g. the synthetic dataset is built on first use
         instantiate(cfg.dataset.prepare)
     datamodule = instantiate(cfg.data)
@@ -62,7 +69,11 @@ def train(cfg: DictConfig) -> dict[str, float]:
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
     if not loggers:  # logger=none: Lightning's LearningRateMonitor refuses to run without a logger
         callbacks = [c for c in callbacks if not isinstance(c, pl.callbacks.LearningRateMonitor)]
-    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    try:
+        trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    except (InstantiationException, ValueError, TypeError) as exc:  # every Trainer argument is a user setting
+        cause = exc.__cause__ if isinstance(exc, InstantiationException) and exc.__cause__ is not None else exc
+        raise ConfigError(f"Lightning refuses the trainer settings (conf/trainer/, trainer.<name>=): {cause}") from exc
     ckpt_path = cfg.get("ckpt_path")
     if ckpt_path:
         check_resume_checkpoint(ckpt_path, cfg.stage.name, module)

@@ -10,7 +10,11 @@ once without one (Lightning's KeyboardInterrupt handling).
 
 On SLURM (Lightning's ``SLURMEnvironment`` with auto-requeue) the checkpoint is written under Lightning's HPC name
 ``<default_root_dir>/hpc_ckpt_<n>.ckpt``, which a requeued job resumes from automatically; elsewhere it is
-``<dirpath>/last.ckpt``, the file to pass as ``ckpt_path=`` to resume.
+``<dirpath>/last.ckpt``, the file to pass as ``ckpt_path=`` to resume. Lightning's auto-requeue handler (SIGUSR1,
+sent by SLURM before the time limit: write ``hpc_ckpt_<n>.ckpt``, then ``scontrol requeue``) runs from the signal
+handler itself, in the middle of whatever the process is doing: a signal that lands while a periodic checkpoint is
+being written breaks that write, and a checkpoint taken in the middle of a step does not resume exactly. So the
+signal is deferred to the same step boundary, where Lightning's handler then runs unchanged.
 """
 
 from __future__ import annotations
@@ -45,6 +49,8 @@ class InterruptCheckpoint(Checkpoint):
         self.signal: int | None = None
         self.path: Path | None = None
         self._trainer: Trainer | None = None
+        self._requeue_signal: int | None = None
+        self._requeue_handler: Any = None
 
     @property
     def state_key(self) -> str:
@@ -52,12 +58,28 @@ class InterruptCheckpoint(Checkpoint):
 
     # -------------------------------------------------------------------------------------------------- signals
 
-    def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        # Lightning has registered its SIGTERM handler by now (Trainer._run, before the fit hooks) and restores
-        # every handler it found, SIGINT's included, when fit ends.
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        # Lightning has registered its handlers by now (Trainer._run, after on_fit_start) and puts back the ones it
+        # found, SIGINT's included, when fit ends.
         self._trainer = trainer
-        if self.handle_sigint and threading.current_thread() is threading.main_thread():
+        if threading.current_thread() is not threading.main_thread():
+            return
+        if self.handle_sigint:
             signal.signal(signal.SIGINT, self._on_sigint)
+        env = trainer._accelerator_connector.cluster_environment  # as Lightning's own signal connector reads it
+        if isinstance(env, SLURMEnvironment) and env.auto_requeue and env.requeue_signal is not None:
+            handler = signal.getsignal(env.requeue_signal)
+            if callable(handler):  # Lightning's auto-requeue handler, registered when fit started
+                self._requeue_signal, self._requeue_handler = env.requeue_signal, handler
+                signal.signal(env.requeue_signal, self._on_requeue_signal)
+
+    @staticmethod
+    def _stop_after_this_step(signum: int, frame: Any) -> None:
+        handler = signal.getsignal(signal.SIGTERM)
+        if callable(handler):  # Lightning's: sets trainer.received_sigterm and forwards the signal to its children
+            handler(signum, frame)
+        else:
+            raise KeyboardInterrupt
 
     def _on_sigint(self, signum: int, frame: Any) -> None:
         self.signal = signal.SIGINT
@@ -66,11 +88,11 @@ class InterruptCheckpoint(Checkpoint):
         if trainer is not None and trainer.is_global_zero:
             print("\ninterrupt: stopping after this step with a checkpoint (Ctrl-C again to stop at once, without one)",
                   flush=True)
-        handler = signal.getsignal(signal.SIGTERM)
-        if callable(handler):  # Lightning's: sets trainer.received_sigterm and forwards the signal to its children
-            handler(signum, frame)
-        else:
-            raise KeyboardInterrupt
+        self._stop_after_this_step(signum, frame)
+
+    def _on_requeue_signal(self, signum: int, frame: Any) -> None:
+        self.signal = signum
+        self._stop_after_this_step(signum, frame)
 
     # ---------------------------------------------------------------------------------------------- the save
 
@@ -87,6 +109,12 @@ class InterruptCheckpoint(Checkpoint):
         if self.signal is None:
             self.signal = signal.SIGTERM
         path = self.checkpoint_path(trainer)
+        if self.signal == self._requeue_signal:
+            # SLURM's time-limit signal: Lightning's auto-requeue (write hpc_ckpt_<n>.ckpt = `path`, then requeue the
+            # job), now at the step boundary
+            self._requeue_handler(self.signal, None)
+            self.path = path
+            return
         if trainer.is_global_zero and path.is_symlink():  # ModelCheckpoint(save_last="link") writes a link
             path.unlink()
         trainer.save_checkpoint(path)  # every rank takes part; rank 0 writes
@@ -96,12 +124,13 @@ class InterruptCheckpoint(Checkpoint):
 
 def time_checkpoint(dirpath: str | Path, minutes: float | None = None) -> ModelCheckpoint | None:
     """A ``ModelCheckpoint`` saving every ``minutes`` of training time (Lightning's ``train_time_interval``; rank 0's
-    clock decides for every DDP rank) into ``dirpath/time-step<step>.ckpt`` (the latest one kept) and
-    ``dirpath/last.ckpt``; None (no callback) when ``minutes`` is None."""
+    clock decides for every DDP rank) into ``dirpath/time-step<step>.ckpt``, only the latest one kept (resume from
+    the newer of it and ``last.ckpt``, which the step-based checkpoints update); None (no callback) when ``minutes``
+    is None."""
     if minutes is None:
         return None
     if isinstance(minutes, bool) or not isinstance(minutes, (int, float)) or minutes <= 0:
         raise ConfigError(f"callbacks.time_checkpoint.minutes must be a positive number or null, got {minutes!r}")
     return ModelCheckpoint(dirpath=dirpath, filename="time-step{step:07d}", auto_insert_metric_name=False,
                            train_time_interval=datetime.timedelta(minutes=float(minutes)), save_top_k=1,
-                           save_last=True, save_on_train_epoch_end=False)
+                           save_last=False, save_on_train_epoch_end=False)

@@ -97,15 +97,22 @@ class MotionDataModule(LightningDataModule):
                 raise ConfigError(f"{key}={value!r} is unknown; use one of {list(SLICING_MODES)}")
         if val_slice == "random_uniform_len":
             raise ConfigError("val_slice='random_uniform_len' is not reproducible; use 'deterministic' or 'first'")
-        hint = "set it with stage.<name>= or data.<name>= (conf/stage/*.yaml, conf/train.yaml)"
-        self.sequence_len = require_number("sequence_len", sequence_len, integer=True, minimum=1, hint=hint)
-        self.person_num = require_number("person_num", person_num, integer=True, minimum=1, hint=hint)
-        self.batch_size = require_number("batch_size", batch_size, integer=True, minimum=1, hint=hint)
-        self.val_batch_size = (require_number("val_batch_size", val_batch_size, integer=True, minimum=1, hint=hint)
+        def hint(key: str) -> str:  # the command-line key of train.py that sets it
+            return f"set it with {key}=<value>"
+
+        self.sequence_len = require_number("sequence_len", sequence_len, integer=True, minimum=1,
+                                           hint=hint("stage.sequence_len"))
+        self.person_num = require_number("person_num", person_num, integer=True, minimum=1,
+                                         hint=hint("stage.num_persons"))
+        self.batch_size = require_number("batch_size", batch_size, integer=True, minimum=1,
+                                         hint=hint("stage.batch_size"))
+        self.val_batch_size = (require_number("val_batch_size", val_batch_size, integer=True, minimum=1,
+                                              hint=hint("data.val_batch_size"))
                                if val_batch_size is not None else self.batch_size)
-        self.num_workers = require_number("num_workers", num_workers, integer=True, minimum=0, hint=hint)
+        self.num_workers = require_number("num_workers", num_workers, integer=True, minimum=0,
+                                          hint=hint("data.num_workers"))
         if epoch_length is not None:
-            require_number("epoch_length", epoch_length, integer=True, minimum=1, hint=hint)
+            require_number("epoch_length", epoch_length, integer=True, minimum=1, hint=hint("data.epoch_length"))
         if batch_scope not in BATCH_SCOPES:
             raise ConfigError(f"batch_scope={batch_scope!r} is unknown; use one of {list(BATCH_SCOPES)} "
                               "(stage.batch_scope=)")

@@ -36,11 +36,19 @@ def run_stamp(pattern: str = "%Y-%m-%d_%H-%M-%S") -> str:
     return datetime.datetime.now().strftime(pattern)
 
 
+def sweep_only(mode: Any, value: Any) -> Any:
+    """``value`` in a multirun (``mode`` is Hydra's ``hydra.mode``), else None: ``${sweep_only:${hydra.mode},.hydra}``
+    gives each sweep job of sample.py / evaluate.py a ``.hydra/`` folder with its resolved config while a single run
+    writes none into the working directory."""
+    return value if str(mode).rsplit(".", 1)[-1] == "MULTIRUN" else None
+
+
 def register_resolvers() -> None:
-    """Register the OmegaConf resolvers the configs use (``run_stamp``); safe to call more than once."""
+    """Register the OmegaConf resolvers the configs use (``run_stamp``, ``sweep_only``); safe to call again."""
     from omegaconf import OmegaConf
 
     OmegaConf.register_new_resolver("run_stamp", run_stamp, use_cache=True, replace=True)
+    OmegaConf.register_new_resolver("sweep_only", sweep_only, replace=True)
 
 
 register_resolvers()
@@ -112,10 +120,10 @@ def _override_choices(arg: str, groups: set[str]) -> tuple[str, list[str] | Any]
     if override.is_interval_sweep():  # interval(a, b) is for numeric sweeper keys, not a group choice
         return None
     if override.is_sweep_override():
-        return override.key_or_group, list(override.sweep_string_iterator())
+        return override.key_or_group, [str(v) for v in override.sweep_iterator()]
     if value is None:
         return None
-    return override.key_or_group, [override.get_value_element_as_str()]
+    return override.key_or_group, [value if isinstance(value, str) else override.get_value_element_as_str()]
 
 
 def check_choices(argv: Sequence[str], groups: Iterable[str], conf_dir: Path = CONF_DIR) -> None:
@@ -151,14 +159,27 @@ RUN_KEYS = ("name", "num_persons", "sequence_len", "batch_size", "batch_scope", 
             "val_batches")
 
 
+def check_run_settings(stage: Any) -> None:
+    """One-line :class:`ConfigError` for a run setting of a stage config (:data:`RUN_KEYS`) that the datamodule or
+    Lightning would accept and misuse (a negative gradient clip trains unclipped) or fail on with a traceback
+    (``val_every_n_steps=0``). The datamodule and the Trainer check the others themselves."""
+    from magnet.utils import require_number
+
+    if stage.get("grad_clip") is not None:
+        require_number("grad_clip", stage.grad_clip, minimum=0.0,
+                       hint="set it with stage.grad_clip=<value> (null: no clipping)")
+    require_number("val_every_n_steps", stage.val_every_n_steps, integer=True, minimum=1,
+                   hint="set it with stage.val_every_n_steps=<value>")
+
+
 def instantiate_stage(stage: Any) -> Any:
-    """The LightningModule of a stage config (``conf/stage/<name>.yaml``): ``_target_`` called with every key of
-    the node that its ``__init__`` takes, as plain Python values (so the hyper-parameters saved in checkpoints load
+    """The LightningModule of a stage config (``conf/stage/<name>.yaml``): the ``_target_`` class (Hydra's
+    ``get_class``) called with every key of the node that its ``__init__`` takes, as plain Python values (so the hyper-parameters saved in checkpoints load
     with ``weights_only=True``). The other keys must be run settings (:data:`RUN_KEYS`); anything else is a one-line
     :class:`ConfigError` (a key added with ``+stage.<key>=`` that nothing reads)."""
     import inspect
 
-    from hydra.utils import get_class, instantiate
+    from hydra.utils import get_class
     from omegaconf import OmegaConf
 
     from magnet.errors import ConfigError
@@ -167,13 +188,14 @@ def instantiate_stage(stage: Any) -> Any:
     target = node.pop("_target_", None)
     if not target:
         raise ConfigError("the stage config names no LightningModule (_target_); see conf/stage/vqvae.yaml")
-    params = inspect.signature(get_class(target)).parameters
+    cls = get_class(target)
+    params = inspect.signature(cls).parameters
     kwargs = {k: v for k, v in node.items() if k in params}
     unknown = sorted(k for k in node if k not in params and k not in RUN_KEYS)
     if unknown:
-        raise ConfigError(f"stage key(s) {unknown} are neither arguments of {target.rsplit('.', 1)[-1]} nor run "
-                          f"settings ({', '.join(RUN_KEYS)}); remove them or fix the spelling")
-    return instantiate({"_target_": target, **kwargs}, _convert_="all")
+        raise ConfigError(f"stage key(s) {unknown} are neither arguments of {cls.__name__} nor run settings "
+                          f"({', '.join(RUN_KEYS)}); remove them or fix the spelling")
+    return cls(**kwargs)
 
 
 def unwrap_user_error(exc: BaseException) -> MagnetError | None:

@@ -114,17 +114,21 @@ class MagnetModule(pl.LightningModule):
         (``lr=abc``, ``total_steps=0``, ``warmup_steps=-1``, ``adam_betas=[0.9]`` ...). Called by the subclasses'
         ``__init__``, so a bad value stops a run before anything is trained or written."""
         hp = self.hparams
-        hint = "set it on the command line as stage.<name>=<value>"
-        require_number("lr", hp.lr, above=0.0, hint=hint)
-        require_number("weight_decay", hp.weight_decay, minimum=0.0, hint=hint)
-        require_number("warmup_steps", hp.warmup_steps, integer=True, minimum=0, hint=hint)
-        require_number("total_steps", hp.total_steps, integer=True, minimum=1, hint=hint)
-        require_number("min_lr_ratio", hp.min_lr_ratio, minimum=0.0, maximum=1.0, hint=hint)
+
+        def hint(name: str) -> str:
+            return f"set it with stage.{name}=<value>"
+
+        require_number("lr", hp.lr, above=0.0, hint=hint("lr"))
+        require_number("weight_decay", hp.weight_decay, minimum=0.0, hint=hint("weight_decay"))
+        require_number("warmup_steps", hp.warmup_steps, integer=True, minimum=0, hint=hint("warmup_steps"))
+        require_number("total_steps", hp.total_steps, integer=True, minimum=1, hint=hint("total_steps"))
+        require_number("min_lr_ratio", hp.min_lr_ratio, minimum=0.0, maximum=1.0, hint=hint("min_lr_ratio"))
         betas = hp.adam_betas
         if isinstance(betas, (str, bytes)) or not hasattr(betas, "__len__") or len(betas) != 2:
-            raise ConfigError(f"adam_betas must be two numbers in [0, 1), got {betas!r}; e.g. stage.adam_betas=[0.9,0.999]")
+            raise ConfigError(f"adam_betas must be two numbers in [0, 1), got {betas!r}; "
+                              "set it with stage.adam_betas=[0.9,0.999]")
         for k, beta in enumerate(betas):
-            require_number(f"adam_betas[{k}]", beta, minimum=0.0, below=1.0, hint=hint)
+            require_number(f"adam_betas[{k}]", beta, minimum=0.0, below=1.0, hint=hint("adam_betas"))
 
     def configure_optimizers(self):
         """AdamW with linear warm-up, cosine decay to ``min_lr_ratio`` at ``total_steps``, then held there."""
