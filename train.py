@@ -34,6 +34,18 @@ def check_accelerator(trainer_cfg: DictConfig) -> None:
                           "(README, Install)")
 
 
+def save_resolved_config(cfg: DictConfig, run_dir: Path) -> Path | None:
+    """Write ``<run>/.hydra/resolved.yaml``: the run's config with every interpolation and environment variable
+    filled in (Hydra's ``config.yaml`` beside it keeps them as written). None when the run has no ``.hydra/``."""
+    from omegaconf import OmegaConf
+
+    folder = run_dir / ".hydra"
+    if not folder.is_dir():
+        return None
+    OmegaConf.save(cfg, folder / "resolved.yaml", resolve=True)
+    return folder / "resolved.yaml"
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
     from hydra.core.hydra_config import HydraConfig
     from hydra.errors import InstantiationException
@@ -54,11 +66,14 @@ def train(cfg: DictConfig) -> dict[str, float]:
     check_run_settings(cfg.stage)
 
     import lightning.pytorch as pl
+    from lightning.pytorch.utilities import rank_zero_only
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
     from callbacks import InterruptCheckpoint
     from magnet.training.base import check_resume_checkpoint
 
+    if rank_zero_only.rank == 0:
+        save_resolved_config(cfg, run_dir)
     pl.seed_everything(seed, workers=True)
     if cfg.dataset.get("prepare") is not None:  # e.g. the synthetic dataset is built on first use
         instantiate(cfg.dataset.prepare)

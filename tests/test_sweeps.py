@@ -46,6 +46,10 @@ def test_train_sweep_on_the_local_submitit_launcher(synthetic_root, tmp_path):
         cfg = yaml.safe_load((sweep / job / ".hydra" / "config.yaml").read_text())
         assert cfg["model"]["name"] == "tiny" and cfg["stage"]["lr"] == 1e-3
         seeds[job] = cfg["seed"]
+        resolved = yaml.safe_load((sweep / job / ".hydra" / "resolved.yaml").read_text())
+        assert resolved["stage"]["model"] == cfg["model"]["vqvae"]  # every network dimension, resolved
+        assert resolved["data"]["batch_size"] == 8 and resolved["paths"]["data_dir"] == str(synthetic_root)
+        assert resolved["callbacks"]["model_checkpoint"]["dirpath"] == str(sweep / job / "checkpoints")
         assert (sweep / job / "vqvae.safetensors").is_file() and (sweep / job / "checkpoints" / "last.ckpt").is_file()
     assert seeds == {"0": 1, "1": 2}
     returned = {}
