@@ -14,7 +14,6 @@ from magnet.sampling.plans import COMPAT_MODES, SCHEDULES, check_steps
 
 __all__ = [
     "CONTEXT_MINIMUM",
-    "IMPLEMENTED_TASKS",
     "ROOT_MODES",
     "TASKS",
     "TASK_DEFAULTS",
@@ -24,8 +23,6 @@ __all__ = [
 TASKS = ("joint", "partner_prediction", "motion_control_live", "partner_inpainting", "inbetweening",
          "agentic_turn_taking", "agentic_sync", "pp2joint")
 """The eight sampling tasks (spec 4.3, 4.4)."""
-
-IMPLEMENTED_TASKS = ("joint",)
 
 ROOT_MODES = ("temporal", "temporal_partner")
 PROCESSES = ("ddim", "ddpm")
@@ -59,6 +56,7 @@ class SamplingConfig:
     is_update_history_transforms: bool = True
     use_temporal_smoothing: bool = True
     temporal_smoothing_strength: float = 0.3
+    temporal_smoothing_start_step: int = 0
     cfg_scale_dict: dict[str, float] = field(default_factory=lambda: {"clean": 1.0})
     use_smoothing_guidance: bool = False
     smoothing_guidance_weight: float = 2.0
