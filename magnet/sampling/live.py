@@ -71,7 +71,8 @@ class LiveSession:
         # the frames arrive later: check the task, persons and options as if a full window of them were there
         window_frames = sampler.window * f
         sampler.check(config, window_frames, int(raw.shape[1]), where="the live context")
-        self.gt = sampler.prepare_clip(raw[: tc * f])[None]                         # [1, Tc*4, P, D] normalised
+        self.raw = sampler.select_clip(raw[: tc * f])[None]                         # [1, Tc*4, P, D] as given
+        self.gt = sampler.stats.normalise(self.raw)
         self.P, self.W = sampler.num_persons, sampler.token_layout.width
         self.S = config.sampling_num
         self.generator = torch.Generator(device=sampler.device).manual_seed(int(seed))
@@ -79,7 +80,7 @@ class LiveSession:
         self.tokens = torch.zeros(self.S, 0, self.P, self.W, device=sampler.device)
         self.done = tc                                                              # latent frames generated
         self.pending = 0                                                            # latent frames waiting
-        known = sampler.stats.denormalise(self.gt)
+        known = self.raw
         lay = sampler.packed_layout
         self.canon = known[..., lay.world_canon].expand(self.S, -1, -1, -1).clone()   # [S, F, P, 9]
         self.root = known[..., lay.world_root].expand(self.S, -1, -1, -1).clone()
@@ -120,10 +121,12 @@ class LiveSession:
         F = int(x.shape[0])
         if F < f or F % f:
             raise DataError(f"push frames in multiples of {f} (one latent frame), got {F}")
-        new = s.prepare_clip(x)[None]
+        raw_new = s.select_clip(x)[None]
+        new = s.stats.normalise(raw_new)
         generated = [p for p in range(self.P) if p not in self.cfg.driven]
         new[:, :, generated] = 0.0                                                  # unknown: the normalised mean
         self.gt = torch.cat([self.gt, new], dim=1)
+        self.raw = torch.cat([self.raw, raw_new], dim=1)
         self.pending += F // f
         end = self.done + self.pending
         if end < tm:
@@ -168,7 +171,7 @@ class LiveSession:
         gt_root = torch.zeros_like(gt_canon)
         gt_canon[:, : span.start - first] = self.canon[:, first:span.start]
         gt_root[:, : span.start - first] = self.root[:, first:span.start]
-        raw_gt = s.stats.denormalise(gt_win)
+        raw_gt = self.raw[:, start * f:(start + tm) * f]
         for d in self.cfg.driven:
             gt_canon[:, :, d] = raw_gt[:, :, d, lay.world_canon]
             gt_root[:, :, d] = raw_gt[:, :, d, lay.world_root]
