@@ -26,6 +26,7 @@ TASKS = ("joint", "partner_prediction", "motion_control_live", "partner_inpainti
 
 ROOT_MODES = ("temporal", "temporal_partner")
 PROCESSES = ("ddim", "ddpm")
+PRECISIONS = ("fp32", "bf16")
 
 CONTEXT_MINIMUM = {"joint": 16, "agentic_turn_taking": 16, "agentic_sync": 16, "partner_prediction": 4,
                    "motion_control_live": 4, "pp2joint": 4, "partner_inpainting": 4, "inbetweening": 0}
@@ -38,7 +39,10 @@ class SamplingConfig:
     """Everything that decides what the sampler computes (names as in the reference's ``sampling_cfg``).
 
     ``compat``: ``fixed`` (default; reference defects fixed) or ``reference`` (the reference's computation,
-    defects included). ``driven``: person slots given as ground truth by the conditioning tasks.
+    defects included). ``driven``: person slots given as ground truth by the conditioning tasks. ``guidance_every``:
+    x0 guidance on every k-th denoising step only (1 = every step, the reference). ``precision``: ``fp32`` (the
+    reference) or ``bf16`` (the networks under bfloat16 autocast: about 3x faster on CPUs with AVX512-BF16 and on
+    recent GPUs; the denoising arithmetic stays float32).
     """
 
     task: str = "joint"
@@ -68,6 +72,8 @@ class SamplingConfig:
     foot_skating_guidance_end_ratio: float = 1.0
     driven: tuple[int, ...] = (0,)
     keyframes: tuple[int, ...] = (0, 63)
+    guidance_every: int = 1
+    precision: str = "fp32"
     compat: str = "fixed"
 
     def __post_init__(self) -> None:
@@ -111,6 +117,10 @@ class SamplingConfig:
             if not 0.0 <= lo <= hi <= 1.0:
                 raise ConfigError(f"{name}_start_ratio / end_ratio must satisfy 0 <= start <= end <= 1, got "
                                   f"{lo} and {hi}")
+        if int(self.guidance_every) < 1:
+            raise ConfigError(f"guidance_every must be >= 1, got {self.guidance_every}")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"precision {self.precision!r} unknown; choose one of {', '.join(PRECISIONS)}")
         if not isinstance(self.cfg_scale_dict, dict) or not self.cfg_scale_dict:
             raise ConfigError("cfg_scale_dict must be a non-empty mapping such as {clean: 1.0}")
         object.__setattr__(self, "driven", tuple(int(i) for i in self.driven))

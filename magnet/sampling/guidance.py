@@ -121,9 +121,12 @@ class Guidance:
 
     # ----------------------------------------------------------------------------------- x0 guidance
 
-    def active(self, progress: float) -> tuple[bool, bool]:
-        """Whether smoothing / foot-skating guidance run at ``progress`` (inclusive ranges)."""
+    def active(self, progress: float, step: int = 0) -> tuple[bool, bool]:
+        """Whether smoothing / foot-skating guidance run at ``progress`` (inclusive ranges) on denoising step
+        ``step`` (only every ``guidance_every``-th step guides)."""
         c = self.cfg
+        if step % int(c.guidance_every):
+            return False, False
         s = c.use_smoothing_guidance and c.smoothing_guidance_start_ratio <= progress <= c.smoothing_guidance_end_ratio
         f = (c.use_foot_skating_guidance
              and c.foot_skating_guidance_start_ratio <= progress <= c.foot_skating_guidance_end_ratio)
@@ -163,9 +166,9 @@ class Guidance:
         g[:, 2:] += d2
         return g * (2.0 / d2.numel())
 
-    def guide(self, x0: Tensor, progress: float) -> Tensor:
+    def guide(self, x0: Tensor, progress: float, step: int = 0) -> Tensor:
         """x0 guidance with one decoder forward and one input-only backward (both terms at ``x0``)."""
-        smooth, foot = self.active(progress)
+        smooth, foot = self.active(progress, step)
         if not (smooth or foot):
             return x0
         c, lay = self.cfg, self.layout
@@ -184,10 +187,10 @@ class Guidance:
             out[..., lay.transforms] = x0[..., lay.transforms] - c.smoothing_guidance_weight * self.transform_gradient(x0)
         return out
 
-    def guide_two_pass(self, x0: Tensor, progress: float, weight_grads: bool = False) -> Tensor:
+    def guide_two_pass(self, x0: Tensor, progress: float, weight_grads: bool = False, step: int = 0) -> Tensor:
         """The straightforward version of :meth:`guide`: one decoder forward and backward per term (with the
         decoder's weight gradients too when ``weight_grads``, as the reference computes them)."""
-        smooth, foot = self.active(progress)
+        smooth, foot = self.active(progress, step)
         c, lay = self.cfg, self.layout
         out = x0.clone()
         with torch.enable_grad(), _weights_trainable(self.vqvae, weight_grads):

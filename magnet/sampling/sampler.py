@@ -214,20 +214,26 @@ class Sampler:
 
     def _step(self, x: Tensor, levels: Tensor, next_levels: Tensor, context: Tensor, progress: float,
               cfg: SamplingConfig, guidance: Guidance, generator: torch.Generator | None,
-              rows: Tensor | None = None) -> tuple[Tensor, Tensor]:
+              rows: Tensor | None = None, step: int = 0) -> tuple[Tensor, Tensor]:
         """One network call (with the CFG composition), x0 guidance and one denoising step on the window
         ``x[S, Tm, P, W]`` -> ``(stepped window, x0 prediction)``; ``context[Tm, P]`` marks the tokens the CFG
         masking modes act on. ``rows``: the flat token indices whose new value is kept (the network computes only
         those when no x0 guidance runs, since guidance decodes every token's prediction; the other rows of the
         returned x0 are then 0)."""
-        if any(guidance.active(progress)):
+        if any(guidance.active(progress, step)):
             rows = None
-        out, calls = guidance.network(x, levels, context, generator, rows)
+        with self._precision(cfg):
+            out, calls = guidance.network(x, levels, context, generator, rows)
+        out = out.float()
         self.network_calls += calls
         x0, eps = self.diffusion.model_predictions(out, x, levels)
         pred_x0 = self.diffusion.objective == "pred_x0"
         # the reference applies x0 guidance only with the pred_x0 objective (it keeps the raw output otherwise)
-        guided = guidance.guide(x0, progress) if pred_x0 or cfg.compat == "fixed" else x0
+        if pred_x0 or cfg.compat == "fixed":
+            with self._precision(cfg):
+                guided = guidance.guide(x0, progress, step)  # x0 itself when no guidance runs at this step
+        else:
+            guided = x0
         if guided is not x0 or pred_x0:
             x0, eps = guided, None  # the noise implied by the (guided) x0 at the clamped level, inside the step
         if cfg.denoising_process == "ddpm":
@@ -236,6 +242,14 @@ class Sampler:
             return self.diffusion.ddim_step(x, levels, next_levels, x0, eps, eta=1.0, generator=generator), x0
         eta = float(cfg.ddim_eta)
         return self.diffusion.ddim_step(x, levels, next_levels, x0, eps, eta=eta, generator=generator), x0
+
+    def _precision(self, cfg: SamplingConfig):
+        """bfloat16 autocast for the networks when ``cfg.precision == "bf16"`` (a no-op context for fp32)."""
+        import contextlib
+
+        if cfg.precision == "bf16":
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
 
     def _ddpm_reference(self, x: Tensor, levels: Tensor, next_levels: Tensor, x0: Tensor,
                         generator: torch.Generator | None) -> Tensor:
@@ -512,7 +526,7 @@ class Sampler:
             cfg_ctx, ratio = run.context[n], float(plan.step[n]) / run.total_steps
         else:  # the reference: the first context_len latent frames; progress counts network calls
             cfg_ctx, ratio = run.positions < int(plan.context_len[n]), float(n) / run.total_steps
-        return self._step(win, lv, nx, cfg_ctx, ratio, cfg, guidance, generator, run.rows(n))
+        return self._step(win, lv, nx, cfg_ctx, ratio, cfg, guidance, generator, run.rows(n), int(plan.step[n]))
 
     def _run_chains(self, xs: Tensor, plan: Plan, cfg: SamplingConfig, run: _PlanTensors, guidance: Guidance,
                     generator: torch.Generator, progress: Callable[[int, int], None] | None) -> Tensor:
