@@ -187,7 +187,7 @@ def test_render_panels_api(tmp_path):
     video = render_panels([joints], tmp_path / "one.mp4", titles=["only"], fps=24, panel_px=200)
     frames, meta = _mp4_frames(video)
     assert len(frames) == 12 and meta["size"][0] == 208 and meta["fps"] == 24.0
-    with pytest.raises(ConfigError, match="unknown video format"):
+    with pytest.raises(ConfigError, match="unknown format"):
         render_panels([joints], tmp_path / "x.avi")
 
 
@@ -208,6 +208,20 @@ def test_render_outputs_writes_nothing_on_a_bad_file(outputs, tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------ command line
+def test_png_still(outputs, tmp_path):
+    npz = _two_person(outputs)
+    still = render_clip(npz, tmp_path / "still.png", samples=1)
+    image = iio.imread(still)
+    assert image.shape[1] == 2 * 384 and image.shape[2] in (3, 4)
+    # the default still is a generated frame (after the 16 context frames): white background, "generated" label
+    body = image[40:-30, :384, :3]
+    assert np.median(body.reshape(-1, 3), axis=0).tolist() == [255, 255, 255]
+    first = iio.imread(render_clip(npz, tmp_path / "first.png", samples=1, still_frame=0))
+    assert np.median(first[40:-30, :384, :3].reshape(-1, 3), axis=0).tolist() == _tint_rgb().tolist()
+    with pytest.raises(ConfigError, match="still frame 99"):
+        render_clip(npz, tmp_path / "x.png", still_frame=99)
+
+
 def test_cli_renders_a_run_directory(outputs, tmp_path, capsys):
     assert main([str(outputs), "--out", str(tmp_path), "--samples", "1", "--max-frames", "10"]) == 0
     out = capsys.readouterr().out
@@ -216,7 +230,7 @@ def test_cli_renders_a_run_directory(outputs, tmp_path, capsys):
         assert imageio_ffmpeg.count_frames_and_secs(str(tmp_path / f"{f.stem}.mp4"))[0] == 10
 
 
-@pytest.mark.parametrize("case", ["missing", "foreign", "samples", "max_frames", "format"])
+@pytest.mark.parametrize("case", ["missing", "foreign", "samples", "max_frames", "format", "frame", "still"])
 def test_cli_errors_are_one_line(outputs, tmp_path, capsys, case):
     npz = _two_person(outputs)
     args = {
@@ -225,6 +239,8 @@ def test_cli_errors_are_one_line(outputs, tmp_path, capsys, case):
         "samples": [str(npz), "--samples", "3"],
         "max_frames": [str(npz), "--max-frames", "0"],
         "format": [str(npz), "--format", "avi"],
+        "frame": [str(npz), "--frame", "3"],
+        "still": [str(outputs), "--format", "png", "--frame", str(FRAMES)],
     }[case]
     with pytest.raises(SystemExit) as exc:  # argparse errors exit through magnet.cli.fail
         raise SystemExit(main([*args, "--out", str(tmp_path / "videos")]))
@@ -232,7 +248,8 @@ def test_cli_errors_are_one_line(outputs, tmp_path, capsys, case):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.startswith("error: "), err
     expected = {"missing": "not found", "foreign": "key 'betas' is missing", "samples": "holds 2 sample",
-                "max_frames": "--max-frames", "format": "invalid choice"}[case]
+                "max_frames": "--max-frames", "format": "invalid choice", "frame": "--format png",
+                "still": f"still frame {FRAMES} is outside 0..{FRAMES - 1}"}[case]
     assert expected in err
     assert not (tmp_path / "videos").exists()
 

@@ -21,8 +21,10 @@ Python API::
 
 Command line::
 
-    python -m magnet.visualize.render <npz file or run dir> [--out DIR] [--samples N] [--format mp4|gif]
-        [--fps F] [--max-frames N] [--smplx PATH] [--panel-size PX]
+    python -m magnet.visualize.render <npz file or run dir> [--out DIR] [--samples N] [--format mp4|gif|png]
+        [--frame T] [--fps F] [--max-frames N] [--smplx PATH] [--panel-size PX]
+
+``--format png`` writes one still (``--frame``, default the middle of the generated frames) instead of a video.
 """
 
 from __future__ import annotations
@@ -53,10 +55,11 @@ __all__ = [
     "render_clip",
     "render_outputs",
     "render_panels",
+    "save_png",
     "write_video",
 ]
 
-FORMATS = ("mp4", "gif")
+FORMATS = ("mp4", "gif", "png")  # png: one still frame
 NUM_JOINTS = 22  # pelvis + 21 body joints: what is drawn
 HEAD = 15
 BONES: tuple[tuple[int, int], ...] = tuple((PARENTS[j], j) for j in range(1, NUM_JOINTS))
@@ -347,7 +350,7 @@ class SkeletonRenderer:
 def _format_of(path: Path, format: str | None) -> str:
     fmt = (format or path.suffix.lstrip(".")).lower()
     if fmt not in FORMATS:
-        raise ConfigError(f"unknown video format {fmt!r} for {path}; use one of {', '.join(FORMATS)}")
+        raise ConfigError(f"unknown format {fmt!r} for {path}; use one of {', '.join(FORMATS)}")
     return fmt
 
 
@@ -389,6 +392,8 @@ def write_video(frames: Iterable[np.ndarray], path: str | os.PathLike, fps: floa
     """
     path = Path(path)
     fmt = _format_of(path, format)
+    if fmt == "png":
+        raise ConfigError(f"{path}: png is a still image, not a video; use save_png or render_panels")
     if fps <= 0:
         raise ConfigError(f"fps must be positive, got {fps}")
     it = iter(frames)
@@ -416,11 +421,28 @@ def write_video(frames: Iterable[np.ndarray], path: str | os.PathLike, fps: floa
     return path
 
 
+def save_png(frame: np.ndarray, path: str | os.PathLike) -> Path:
+    """Write one ``uint8 [H, W, 3]`` frame as a PNG (atomically); returns the path."""
+    from PIL import Image
+
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        Image.fromarray(np.ascontiguousarray(frame)).save(tmp, format="PNG")
+    return path
+
+
+def default_still_frame(num_frames: int, context_frames: int) -> int:
+    """The frame a still shows by default: the middle of the frames after the context (or of all frames)."""
+    start = context_frames if context_frames < num_frames else 0
+    return start + (num_frames - start) // 2
+
+
 def render_panels(panels: Sequence[np.ndarray], path: str | os.PathLike, *, titles: Sequence[str] | None = None,
                   context_frames: int = 0, valid_frames: Sequence[int] | None = None, fps: float = 30.0,
                   max_frames: int | None = None, caption: str = "", generated: Sequence[bool] | None = None,
-                  panel_px: int = 384, format: str | None = None) -> Path:
-    """Render side-by-side panels of world joints (``[T, P, J>=22, 3]`` each) to ``path`` (.mp4 or .gif).
+                  panel_px: int = 384, format: str | None = None, still_frame: int | None = None) -> Path:
+    """Render side-by-side panels of world joints (``[T, P, J>=22, 3]`` each) to ``path``: an .mp4 or .gif video,
+    or a .png still of frame ``still_frame`` (default :func:`default_still_frame`).
 
     See :class:`SkeletonRenderer` for the arguments; ``max_frames`` keeps the first frames only. Returns the path.
     """
@@ -429,6 +451,11 @@ def render_panels(panels: Sequence[np.ndarray], path: str | os.PathLike, *, titl
     renderer = SkeletonRenderer(panels, titles=titles, context_frames=context_frames, valid_frames=valid_frames,
                                 fps=fps, caption=caption, generated=generated, panel_px=panel_px)
     count = renderer.num_frames if max_frames is None else max(1, min(renderer.num_frames, int(max_frames)))
+    if fmt == "png":
+        t = default_still_frame(count, context_frames) if still_frame is None else int(still_frame)
+        if not 0 <= t < count:
+            raise ConfigError(f"still frame {t} is outside 0..{count - 1}")
+        return save_png(renderer.frame(t), path)
     palette = None
     if fmt == "gif":  # palette from a context frame, a middle frame and the last one
         palette = [renderer.frame(t) for t in sorted({0, count // 2, count - 1})]
@@ -438,12 +465,13 @@ def render_panels(panels: Sequence[np.ndarray], path: str | os.PathLike, *, titl
 # ------------------------------------------------------------------------------------------------ sampler outputs
 def render_clip(npz: str | os.PathLike, out: str | os.PathLike, *, samples: int | Sequence[int] | None = None,
                 fps: float | None = None, max_frames: int | None = None, format: str | None = None,
-                smplx=None, panel_px: int = 384) -> Path:
+                smplx=None, panel_px: int = 384, still_frame: int | None = None) -> Path:
     """Render one sampler output npz: the ground truth then the chosen samples, side by side.
 
     Args:
         npz: an output file (:func:`magnet.evaluation.io.load_output_npz` format, ours or the reference's).
-        out: the video file to write (.mp4 / .gif; ``format`` overrides the suffix).
+        out: the file to write: .mp4 / .gif video, or a .png still of frame ``still_frame`` (default: the middle
+            of the generated frames); ``format`` overrides the suffix.
         samples: None = all samples, an int N = samples 1..N, a list = those sample indices.
         fps: frame rate; None = ``fps`` of the run's ``inf_cfg.yaml``, else 30.
         max_frames: render only the first frames.
@@ -475,12 +503,13 @@ def render_clip(npz: str | os.PathLike, out: str | os.PathLike, *, samples: int 
                f"context {clip.context_timesteps} frames | {'default skeleton' if body_model.is_default else 'SMPL-X'}")
     return render_panels(list(joints), out, titles=[row_label(r) for r in rows],
                          context_frames=clip.context_timesteps, valid_frames=valid, fps=fps, caption=caption,
-                         generated=[r != 0 for r in rows], panel_px=panel_px, format=format)
+                         generated=[r != 0 for r in rows], panel_px=panel_px, format=format,
+                         still_frame=still_frame)
 
 
 def render_outputs(path: str | os.PathLike, out_dir: str | os.PathLike | None = None, *,
                    samples: int | Sequence[int] | None = None, format: str = "mp4", fps: float | None = None,
-                   max_frames: int | None = None, smplx=None, panel_px: int = 384,
+                   max_frames: int | None = None, smplx=None, panel_px: int = 384, still_frame: int | None = None,
                    log=None) -> list[Path]:
     """Render every output npz at ``path`` (a file or a run directory) to ``<out_dir>/<clip>.<format>``.
 
@@ -489,20 +518,25 @@ def render_outputs(path: str | os.PathLike, out_dir: str | os.PathLike | None = 
     video (None: silent).
     """
     from magnet.evaluation.io import load_output_npz
-    from magnet.motion_files import output_files, run_body_model, run_directory, select_rows
+    from magnet.motion_files import output_files, row_frames, run_body_model, run_directory, select_rows
 
     if format not in FORMATS:
-        raise ConfigError(f"unknown video format {format!r}; use one of {', '.join(FORMATS)}")
+        raise ConfigError(f"unknown format {format!r}; use one of {', '.join(FORMATS)}")
     files = output_files(path)
     for f in files:  # fail before writing anything
-        select_rows(load_output_npz(f), samples)
+        clip = load_output_npz(f)
+        rows = select_rows(clip, samples)
+        frames = max(row_frames(clip, r) for r in rows)
+        frames = frames if max_frames is None else min(frames, int(max_frames))
+        if still_frame is not None and not 0 <= int(still_frame) < frames:
+            raise ConfigError(f"still frame {still_frame} is outside 0..{frames - 1} for {f}")
     body_model = run_body_model(path, smplx)
     out_dir = Path(out_dir) if out_dir is not None else run_directory(path) / "videos"
     written = []
     for f in files:
         t0 = time.perf_counter()
         video = render_clip(f, out_dir / f"{f.stem}.{format}", samples=samples, fps=fps, max_frames=max_frames,
-                            format=format, smplx=body_model, panel_px=panel_px)
+                            format=format, smplx=body_model, panel_px=panel_px, still_frame=still_frame)
         written.append(video)
         if log is not None:
             log(f"wrote {video} ({video.stat().st_size / 1e6:.2f} MB, {time.perf_counter() - t0:.1f} s)")
@@ -519,7 +553,9 @@ def _parser():
     p.add_argument("--out", default=None, help="output directory (default: <run dir>/videos)")
     p.add_argument("--samples", type=int, default=None,
                    help="samples per video, beside the ground truth (default: up to 3)")
-    p.add_argument("--format", choices=FORMATS, default="mp4")
+    p.add_argument("--format", choices=FORMATS, default="mp4", help="mp4 (default) or gif video, or a png still")
+    p.add_argument("--frame", type=int, default=None,
+                   help="png only: the frame to show (default: the middle of the generated frames)")
     p.add_argument("--fps", type=float, default=None, help="frame rate (default: inf_cfg.yaml fps, else 30)")
     p.add_argument("--max-frames", type=int, default=None, help="render only the first N frames")
     p.add_argument("--smplx", default=None, help="SMPL-X model file for forward kinematics (default: the run's "
@@ -539,6 +575,8 @@ def main(argv: list[str] | None = None) -> int:
             raise ConfigError(f"--fps must be positive, got {args.fps}")
         if args.max_frames is not None and args.max_frames < 1:
             raise ConfigError(f"--max-frames must be >= 1, got {args.max_frames}")
+        if args.frame is not None and args.format != "png":
+            raise ConfigError("--frame chooses the frame of a still; use it with --format png")
         samples = args.samples
         if samples is None:  # default: up to 3 samples, whatever the files hold
             from magnet.evaluation.io import load_output_npz
@@ -548,11 +586,12 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         videos = render_outputs(args.path, args.out, samples=samples, format=args.format, fps=args.fps,
                                 max_frames=args.max_frames, smplx=args.smplx, panel_px=args.panel_size,
-                                log=print)
+                                still_frame=args.frame, log=print)
     except MagnetError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"rendered {len(videos)} video(s) in {time.perf_counter() - t0:.1f} s")
+    print(f"rendered {len(videos)} {'image' if args.format == 'png' else 'video'}(s) in "
+          f"{time.perf_counter() - t0:.1f} s")
     return 0
 
 
