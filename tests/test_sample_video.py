@@ -114,6 +114,10 @@ def test_off_by_default_and_in_the_config(dfot_module, datamodule, tmp_path):
 def test_logs_the_mp4_to_wandb_offline(dfot_module, datamodule, tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
+    import wandb
+
+    if wandb.run is not None:  # a run another test left open would be reused (and its folder written to)
+        wandb.finish()
     logger = WandbLogger(project="magnet-tests", save_dir=str(tmp_path), offline=True)
     cb = SampleVideo(enabled=True, every_n_validations=1, sampling_steps=1, max_frames=6, panel_px=96)
     try:
