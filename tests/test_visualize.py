@@ -141,6 +141,11 @@ def test_frames_mark_context_and_end_of_valid_frames():
     # after its 12 valid frames the sample panel is empty, the ground truth still drawn
     blue = PERSON_COLOURS[0]
     assert _near(ended[body, :w], blue, 10).sum() > 50 and _near(ended[body, w:], blue, 10).sum() == 0
+    # frames after a panel's valid length (padding) do not move the camera or the view
+    padded = joints.copy()
+    padded[12:] = 1000.0
+    fitted = SkeletonRenderer([joints, padded], valid_frames=[T, 12], panel_px=256)
+    assert fitted.view_limits == r.view_limits and np.allclose(fitted.camera.position, r.camera.position)
     with pytest.raises(DataError, match="same frames and persons"):
         SkeletonRenderer([joints, joints[:5]])
     with pytest.raises(DataError, match="NaN"):

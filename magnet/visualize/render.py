@@ -199,9 +199,11 @@ class SkeletonRenderer:
         if self.fps <= 0:
             raise ConfigError(f"render: fps must be positive, got {fps}")
 
-        # camera, floor and projections of everything (all frames at once)
-        self.camera = fit_camera(joints)
-        floor = _floor_height(joints)
+        # camera, floor, grid and view fitted to the frames that are drawn (each panel's valid frames), then the
+        # projections of all frames at once
+        shown = np.concatenate([joints[i, : max(1, min(v, self.num_frames))] for i, v in enumerate(self.valid)])
+        self.camera = fit_camera(shown)
+        floor = _floor_height(shown)
         xy, depth = self.camera.project(joints)  # [n, T, P, 22, 2], [n, T, P, 22]
         parent = np.array([b[0] for b in BONES])
         child = np.array([b[1] for b in BONES])
@@ -217,9 +219,9 @@ class SkeletonRenderer:
         self._head_colours = np.array([_rgb(PERSON_COLOURS[p % len(PERSON_COLOURS)])
                                        for p in range(self.num_persons)])
 
-        # view limits: every projected joint of every panel and frame plus a 6 % margin; the panel's height
+        # view limits: every projected joint of every drawn frame of every panel plus a 6 % margin; the panel's height
         # follows the picture (between half and 1.25 times its width), the other extent is widened to match
-        flat = xy.reshape(-1, 2)
+        flat = self.camera.project(shown)[0].reshape(-1, 2)
         lo, hi = flat.min(axis=0), flat.max(axis=0)
         mid, half = (lo + hi) / 2, (hi - lo) / 2 * 1.06 + 1e-6
         aspect = float(np.clip(half[1] / half[0], MIN_ASPECT, MAX_ASPECT))
@@ -239,7 +241,7 @@ class SkeletonRenderer:
         self._canvas = FigureCanvasAgg(fig)
         self._fig = fig
         self._axes, self._bones, self._head_art, self._shadow_art, self._status = [], [], [], [], []
-        grid = self._floor_grid(joints, floor)
+        grid = self._floor_grid(shown, floor)
         for i in range(self.num_panels):
             ax = fig.add_axes((i / self.num_panels, FOOTER_PX / self.height, 1 / self.num_panels, py / self.height))
             ax.set_xlim(*self._xlim)
