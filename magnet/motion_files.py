@@ -22,12 +22,14 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from magnet.body import BodyModel, load_body_model
+from magnet.body import BodyModel, default_body_model, load_body_model
 from magnet.errors import BodyModelError, ConfigError, DataError
 from magnet.evaluation.io import INF_CFG_NAME, ClipOutput, load_yaml, read_inference_config
 
 __all__ = [
     "NUM_SKELETON_JOINTS",
+    "add_body_model_arguments",
+    "body_model_argument",
     "clip_joints",
     "output_files",
     "row_frames",
@@ -110,9 +112,28 @@ def run_body_model(path: str | os.PathLike, smplx: str | os.PathLike | BodyModel
             p = run_dir / p
         if not p.exists():
             raise BodyModelError(f"{run_dir / INF_CFG_NAME} names smpl_path {cfg.smpl_path}, which does not exist; "
-                                 "put the SMPL-X file there or pass --smplx <path to SMPLX_NEUTRAL.npz>")
+                                 "put the SMPL-X file there, pass --smplx <path to SMPLX_NEUTRAL.npz>, or "
+                                 "--default-skeleton to use the built-in skeleton")
         return load_body_model(p)
     return load_body_model(None, warn=False)
+
+
+def add_body_model_arguments(parser) -> None:
+    """``--smplx PATH`` and ``--default-skeleton`` for the command lines that read outputs."""
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--smplx", default=None, help="SMPL-X model file (SMPLX_NEUTRAL.npz or its folder) for forward "
+                       "kinematics (default: the run's smpl_path, else $MAGNET_SMPLX_MODEL, else the default "
+                       "skeleton)")
+    group.add_argument("--default-skeleton", action="store_true",
+                       help="use the built-in default skeleton whatever inf_cfg.yaml names (e.g. a reference run "
+                            "whose smpl_path points to another machine)")
+
+
+def body_model_argument(args) -> BodyModel | str | None:
+    """What ``run_body_model(path, smplx=...)`` gets from the parsed ``--smplx`` / ``--default-skeleton``."""
+    if getattr(args, "default_skeleton", False):
+        return default_body_model()
+    return args.smplx
 
 
 def select_rows(clip: ClipOutput, samples: int | Sequence[int] | None = None, *, ground_truth: bool = True

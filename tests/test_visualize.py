@@ -15,7 +15,7 @@ from motion_outputs import make_outputs, write_foreign_npz
 from PIL import Image
 
 from magnet.body import default_body_model
-from magnet.errors import ConfigError, DataError
+from magnet.errors import BodyModelError, ConfigError, DataError
 from magnet.evaluation.io import load_output_npz
 from magnet.motion_files import clip_joints, output_files, row_frames, run_body_model, run_fps, select_rows
 from magnet.visualize.render import (
@@ -259,9 +259,9 @@ def test_cli_errors_are_one_line(outputs, tmp_path, capsys, case):
     assert not (tmp_path / "videos").exists()
 
 
-def test_cli_as_a_module_with_smplx_override(outputs, tmp_path):
+def test_cli_as_a_module_with_smplx_override(outputs, tmp_path, capsys):
     """``python -m magnet.visualize.render``: a missing --smplx file is one line, exit 2; the inf_cfg.yaml
-    smpl_path is used when set."""
+    smpl_path is used when set, ``--default-skeleton`` overrides it."""
     npz = _two_person(outputs)
     res = subprocess.run([sys.executable, "-m", "magnet.visualize.render", str(npz), "--smplx",
                           str(tmp_path / "none.npz"), "--out", str(tmp_path)], cwd=REPO, capture_output=True,
@@ -271,5 +271,13 @@ def test_cli_as_a_module_with_smplx_override(outputs, tmp_path):
     run.mkdir()
     (run / npz.name).write_bytes(npz.read_bytes())
     (run / "inf_cfg.yaml").write_text(yaml.safe_dump({"sampling_task": "joint", "smpl_path": "missing/smplx"}))
-    with pytest.raises(Exception, match="names smpl_path missing/smplx"):
+    with pytest.raises(BodyModelError, match="names smpl_path missing/smplx.*--default-skeleton"):
         run_body_model(run)
+    # a reference run whose smpl_path points to another machine renders with --default-skeleton
+    assert main([str(run), "--default-skeleton", "--samples", "1", "--max-frames", "3"]) == 0
+    assert imageio_ffmpeg.count_frames_and_secs(str(run / "videos" / f"{npz.stem}.mp4"))[0] == 3
+    with pytest.raises(SystemExit) as exc:
+        main([str(run), "--default-skeleton", "--smplx", "x.npz"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "not allowed with argument" in err[0]

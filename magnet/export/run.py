@@ -134,6 +134,7 @@ def export_outputs(path: str | os.PathLike, out_dir: str | os.PathLike, format: 
 
 def _parser():
     from magnet.cli import OneLineArgumentParser
+    from magnet.motion_files import add_body_model_arguments
 
     p = OneLineArgumentParser(prog="python -m magnet.export",
                               description="Export sampler outputs to SMPL-X parameter npz (AMASS-style) or BVH, one "
@@ -143,8 +144,7 @@ def _parser():
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--sample", type=int, default=None,
                    help="0 = the ground truth only, K = sample K only (default: the ground truth and every sample)")
-    p.add_argument("--smplx", default=None, help="SMPL-X model file (default: the run's smpl_path, else "
-                                                 "$MAGNET_SMPLX_MODEL, else the built-in default skeleton)")
+    add_body_model_arguments(p)
     p.add_argument("--fps", type=float, default=None, help="frame rate (default: inf_cfg.yaml fps, else 30)")
     p.add_argument("--up-axis", choices=("y", "z"), default="y",
                    help="smplx format: y = magnet's world (default), z = AMASS's")
@@ -154,10 +154,12 @@ def _parser():
 
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point: 0 on success, 2 after one ``error: ...`` line for a user error."""
+    from magnet.motion_files import body_model_argument
+
     args = _parser().parse_args(argv)
     try:
-        files = export_outputs(args.path, args.out, args.format, sample=args.sample, smplx=args.smplx,
-                               fps=args.fps, up_axis=args.up_axis, unit=args.unit,
+        files = export_outputs(args.path, args.out, args.format, sample=args.sample,
+                               smplx=body_model_argument(args), fps=args.fps, up_axis=args.up_axis, unit=args.unit,
                                log=lambda m: print(m, file=sys.stderr))
     except MagnetError as exc:
         print(f"error: {exc}", file=sys.stderr)

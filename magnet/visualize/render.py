@@ -547,6 +547,7 @@ def render_outputs(path: str | os.PathLike, out_dir: str | os.PathLike | None = 
 
 def _parser():
     from magnet.cli import OneLineArgumentParser
+    from magnet.motion_files import add_body_model_arguments
 
     p = OneLineArgumentParser(prog="python -m magnet.visualize.render",
                               description="Render sampler outputs (ground truth and samples side by side) to "
@@ -560,8 +561,7 @@ def _parser():
                    help="png only: the frame to show (default: the middle of the generated frames)")
     p.add_argument("--fps", type=float, default=None, help="frame rate (default: inf_cfg.yaml fps, else 30)")
     p.add_argument("--max-frames", type=int, default=None, help="render only the first N frames")
-    p.add_argument("--smplx", default=None, help="SMPL-X model file for forward kinematics (default: the run's "
-                                                 "smpl_path, else $MAGNET_SMPLX_MODEL, else the default skeleton)")
+    add_body_model_arguments(p)
     p.add_argument("--panel-size", type=int, default=384, help="panel side in pixels (default 384)")
     return p
 
@@ -571,6 +571,8 @@ DEFAULT_CLI_SAMPLES = 3
 
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point: 0 on success, 2 after one ``error: ...`` line for a user error."""
+    from magnet.motion_files import body_model_argument
+
     args = _parser().parse_args(argv)
     try:
         if args.fps is not None and args.fps <= 0:
@@ -587,8 +589,8 @@ def main(argv: list[str] | None = None) -> int:
             samples = min([DEFAULT_CLI_SAMPLES] + [load_output_npz(f).num_samples for f in output_files(args.path)])
         t0 = time.perf_counter()
         videos = render_outputs(args.path, args.out, samples=samples, format=args.format, fps=args.fps,
-                                max_frames=args.max_frames, smplx=args.smplx, panel_px=args.panel_size,
-                                still_frame=args.frame, log=print)
+                                max_frames=args.max_frames, smplx=body_model_argument(args),
+                                panel_px=args.panel_size, still_frame=args.frame, log=print)
     except MagnetError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -329,6 +329,7 @@ class MotionViewer:
 
 def _parser():
     from magnet.cli import OneLineArgumentParser
+    from magnet.motion_files import add_body_model_arguments
 
     p = OneLineArgumentParser(prog="python -m magnet.visualize.view",
                               description="Browse sampler outputs in 3D in the browser (viser).")
@@ -336,17 +337,19 @@ def _parser():
     p.add_argument("--host", default=DEFAULT_HOST, help="interface to bind (default 127.0.0.1: this machine only; "
                                                         "0.0.0.0 exposes the viewer to the network)")
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help="port (default 8080; the next free one if busy)")
-    p.add_argument("--smplx", default=None, help="SMPL-X model file for meshes and forward kinematics (default: "
-                                                 "the run's smpl_path, else $MAGNET_SMPLX_MODEL)")
+    add_body_model_arguments(p)
     p.add_argument("--fps", type=float, default=None, help="playback speed (default: inf_cfg.yaml fps, else 30)")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point: serves until Ctrl+C; 2 after one ``error: ...`` line for a user error."""
+    from magnet.motion_files import body_model_argument
+
     args = _parser().parse_args(argv)
     try:
-        viewer = MotionViewer(args.path, host=args.host, port=args.port, smplx=args.smplx, fps=args.fps)
+        viewer = MotionViewer(args.path, host=args.host, port=args.port, smplx=body_model_argument(args),
+                              fps=args.fps)
         viewer.start()
     except MagnetError as exc:
         print(f"error: {exc}", file=sys.stderr)
