@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_warn
@@ -104,7 +105,10 @@ class SampleVideo(Callback):
         self.batches_seen += 1
         if self.batches_seen > self.max_batches or not isinstance(batch, dict) or "x" not in batch:
             return
-        res = pl_module.sample_windows(batch, 1, self.sampling_steps, seed=self.seed, guidance=self.guidance)
+        # validation runs under inference mode; x0 guidance differentiates through the VQ-VAE decoder
+        with torch.inference_mode(False), torch.enable_grad():
+            x = {k: v.clone() if isinstance(v, torch.Tensor) and v.is_inference() else v for k, v in batch.items()}
+            res = pl_module.sample_windows(x, 1, self.sampling_steps, seed=self.seed, guidance=self.guidance)
         if res is None:  # no fully valid window in this batch
             return
         self.active = False

@@ -89,7 +89,8 @@ def test_logs_a_video_to_disk_and_tensorboard(dfot_module, datamodule, tmp_path)
 
 
 def test_every_n_validations_and_state(dfot_module, datamodule, tmp_path):
-    cb = SampleVideo(enabled=True, every_n_validations=2, sampling_steps=1, max_frames=4, panel_px=96)
+    """Every second validation run; x0 guidance works although validation runs under inference mode."""
+    cb = SampleVideo(enabled=True, every_n_validations=2, sampling_steps=1, guidance=True, max_frames=4, panel_px=96)
     trainer = _trainer(tmp_path, cb, CSVLogger(tmp_path, name="csv", version=0))
     trainer.validate(dfot_module, datamodule=datamodule, verbose=False)
     assert cb.last_video is None and cb.state_dict() == {"validation_runs": 1}
