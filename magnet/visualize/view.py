@@ -121,10 +121,15 @@ class MotionViewer:
         except OSError as exc:
             raise ConfigError(f"cannot serve on {self.host}:{self.requested_port} ({exc.strerror or exc}); "
                               "pass another --port or --host") from exc
-        self.server.scene.set_up_direction("+y")
-        self._build_gui()
-        self._build_scene()
-        self.show(0, 0, 0)
+        try:
+            self.server.scene.set_up_direction("+y")
+            self._build_gui()
+            self._build_scene()
+            self.show(0, 0, 0)
+        except BaseException:
+            self.server.stop()  # no server left running behind an error
+            self.server = None
+            raise
         self._stop.clear()
         self._player = threading.Thread(target=self._play_loop, name="magnet-viewer-player", daemon=True)
         self._player.start()
