@@ -1,6 +1,7 @@
 """Lightning callbacks shared by the training stages."""
 
 from callbacks.progress import StepRichProgressBar
+from callbacks.sample_video import SampleVideo
 from callbacks.validation_metrics import ValidationMetrics
 
-__all__ = ["StepRichProgressBar", "ValidationMetrics"]
+__all__ = ["SampleVideo", "StepRichProgressBar", "ValidationMetrics"]
