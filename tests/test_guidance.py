@@ -149,3 +149,13 @@ def test_bf16_precision_runs_and_stays_close(sampler, synthetic_root):
     assert b.motion.dtype == torch.float32 and bool(torch.isfinite(b.joints).all())
     gap = (a.world_root[..., 6:] - b.world_root[..., 6:]).norm(dim=-1).mean()
     assert float(gap) < 0.5
+
+
+def test_guidance_works_under_inference_mode(sampler, synthetic_root):
+    """Lightning validates under inference mode; x0 guidance still gets its gradients there."""
+    clip = _clip(synthetic_root, 2, 100)
+    kw = {"num_samples": 1, "seed": 0, "sampling_steps": 2, "sampling_seq_len": 96}
+    plain = sampler.generate("joint", clip, **kw)
+    with torch.inference_mode():
+        inside = sampler.generate("joint", clip, **kw)
+    torch.testing.assert_close(inside.tokens, plain.tokens)

@@ -135,7 +135,7 @@ class Guidance:
     def _decode(self, z: Tensor, x0: Tensor) -> Tensor:
         """Normalised body 6D ``[S*P, 4 Tm, 126]`` decoded (without snapping) from latents ``z[S, Tm, P, Dz]``."""
         S, tm, P, _ = z.shape
-        betas = self.betas.to(x0)[:, None].expand(S, tm, P, -1)
+        betas = self.betas.to(x0).clone()[:, None].expand(S, tm, P, -1)
         dec_cond = fold_persons(torch.cat([betas, x0[..., self.layout.delta]], dim=-1))
         self.decoder_calls += 1
         return self.vqvae.decode_wo_quantize(fold_persons(z), dec_cond)[..., :126]
@@ -172,9 +172,11 @@ class Guidance:
         if not (smooth or foot):
             return x0
         c, lay = self.cfg, self.layout
-        with torch.enable_grad():
-            z = x0[..., lay.pose_latent].detach().requires_grad_(True)
-            rot = self._decode(z, x0.detach())
+        # gradients even when the caller runs under inference mode (Lightning's validation): plain copies first
+        with torch.inference_mode(False), torch.enable_grad():
+            x0c = x0.detach().clone()
+            z = x0c[..., lay.pose_latent].detach().requires_grad_(True)
+            rot = self._decode(z, x0c)
             loss = 0.0
             if smooth:
                 loss = loss + c.smoothing_guidance_weight * self.smoothing_loss(rot)
@@ -193,13 +195,14 @@ class Guidance:
         smooth, foot = self.active(progress, step)
         c, lay = self.cfg, self.layout
         out = x0.clone()
-        with torch.enable_grad(), _weights_trainable(self.vqvae, weight_grads):
+        with torch.inference_mode(False), torch.enable_grad(), _weights_trainable(self.vqvae, weight_grads):
+            x0c = x0.detach().clone()
             for on, weight, fn in ((smooth, c.smoothing_guidance_weight, self.smoothing_loss),
                                    (foot, c.foot_skating_guidance_weight, self.foot_loss)):
                 if not on:
                     continue
-                z = x0[..., lay.pose_latent].detach().requires_grad_(True)
-                loss = fn(self._decode(z, x0.detach()))
+                z = x0c[..., lay.pose_latent].detach().requires_grad_(True)
+                loss = fn(self._decode(z, x0c))
                 loss.backward()
                 out[..., lay.pose_latent] = out[..., lay.pose_latent] - weight * z.grad
                 if weight_grads:
