@@ -45,7 +45,9 @@ SAMPLING = {
     "inbetweening": [*COMMON, "task.keyframes=[0,100,199]", "sampling_seq_len=200"],
 }
 QUICK_TRAIN = ["stage.total_steps=12", "stage.val_every_n_steps=12", "callbacks.model_checkpoint.every_n_train_steps=12",
-               "stage.batch_size=8", "data.epoch_length=96"]
+               "stage.batch_size=8", "data.epoch_length=96", "stage.val_batches=1",
+               "callbacks.validation_metrics.enabled=false"]
+QUICK_DFOT = ["stage.latent_cache=false"]
 QUICK_SAMPLE = ["sampling_num=2", "sampling_steps=2", "max_clips=1"]
 METRICS = [  # (label, unit, path in the body dict, lower is better)
     ("FD per frame (positions)", "m^2", ("g", "solo", "fd")),
@@ -99,7 +101,7 @@ class Demo:
         self.step("tiny VQ-VAE", vq, cmd, shown="python " + " ".join(cmd))
         dfot = out / "dfot" / "dfot.safetensors"
         cmd = ["train.py", "experiment=demo_dfot", f"paths.data_dir={data}", f"hydra.run.dir={out / 'dfot'}",
-               f"stage.vqvae_ckpt={vq}", *quick_train]
+               f"stage.vqvae_ckpt={vq}", *quick_train, *(QUICK_DFOT if self.quick else [])]
         self.step("tiny DFoT", dfot, cmd, shown="python " + " ".join(cmd))
         for task in TASKS:
             self.task(task)
@@ -117,14 +119,16 @@ class Demo:
                *SAMPLING[task], *extra]
         self.step(f"sample {task}", run / ".complete", cmd, shown="python " + " ".join(cmd))
         (run / ".complete").touch()
-        self.step(f"evaluate {task}", run / "eval_dict_c.yaml", fn=lambda: evaluate_directory(run),
-                  shown=f"python evaluate.py run_dir={run}")
+        quick = self.quick  # quick mode skips the ground truth's own reference points (GT-vs-GT FD: costly)
+        self.step(f"evaluate {task}", run / "eval_dict_c.yaml",
+                  fn=lambda: evaluate_directory(run, baselines=not quick),
+                  shown=f"python evaluate.py run_dir={run}" + (" baselines=false" if quick else ""))
         for name in BASELINES_FOR_TASK.get(task, ()):
             base = out / "baselines" / task / name
             self.step(f"baseline {name} ({task})", base / "eval_dict_c.yaml",
-                      fn=lambda b=base, n=name: (make_baseline_dir(run, n, b), evaluate_directory(b)),
+                      fn=lambda b=base, n=name: (make_baseline_dir(run, n, b), evaluate_directory(b, baselines=False)),
                       shown=f"python -m magnet.evaluation.baselines {run} --name {name} --out {base} && "
-                            f"python evaluate.py run_dir={base}")
+                            f"python evaluate.py run_dir={base} baselines=false")
         self.step(f"videos {task}", out / "videos" / task / ".complete", fn=lambda: self.videos(task, run),
                   shown=f"python -m magnet.visualize.render {run} --out {out / 'videos' / task} --samples 2")
 
