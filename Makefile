@@ -67,17 +67,11 @@ test: install
 data: install
 	$(PY) -m magnet.data.synthetic --out $(DATA_DIR)
 
-# End to end on the embedded synthetic data: data -> tiny VQ-VAE -> tiny DFoT -> evaluation of an example
-# output directory.
-demo: data
-	rm -rf $(DEMO_DIR)
-	$(PY) train.py experiment=demo_vqvae paths.data_dir=$(DATA_DIR) hydra.run.dir=$(DEMO_DIR)/vqvae
-	$(PY) train.py experiment=demo_dfot paths.data_dir=$(DATA_DIR) hydra.run.dir=$(DEMO_DIR)/dfot \
-		stage.vqvae_ckpt=$(DEMO_DIR)/vqvae/vqvae.safetensors
-	$(PY) -m magnet.evaluation.make_example --data $(DATA_DIR)/synthetic --out $(DEMO_DIR)/eval_example \
-		--split test --num-samples 5 --noise 0.05 --frames 150
-	$(PY) evaluate.py run_dir=$(DEMO_DIR)/eval_example
-	@echo "demo outputs: $(DEMO_DIR)"
+# End to end on the embedded synthetic data: data -> tiny VQ-VAE -> tiny DFoT -> samples of the held-out clips for
+# joint / partner prediction / live motion control / inbetweening -> evaluation beside baselines -> videos ->
+# $(DEMO_DIR)/REPORT.md. A second run reuses finished steps; `make demo DEMO_FLAGS=--force` redoes them.
+demo: install
+	$(PY) -m magnet.demo --out $(DEMO_DIR) --data $(DATA_DIR) $(DEMO_FLAGS)
 
 bench: install
 	$(PY) bench/bench_datamodule.py

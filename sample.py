@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from magnet.cli import check_choices, one_line_warnings, run_guarded
 
-GROUPS = ("task", "schedule", "dataset", "paths")
+GROUPS = ("task", "schedule", "sampling", "dataset", "paths")
 
 TASK_KEYS = ("sampling_subseq_len", "ar_seq_stride", "root_transform_mode", "denoising_process",
              "is_update_history_transforms", "use_temporal_smoothing", "temporal_smoothing_strength",
@@ -35,7 +35,8 @@ def sampling_config(cfg: DictConfig):
         task=str(task["task"]), sampling_schedule=str(cfg.schedule.name),
         offset_proportion=float(cfg.schedule.offset_proportion), sampling_num=int(cfg.sampling_num),
         sampling_steps=int(cfg.sampling_steps), ddim_eta=float(cfg.eta), context_seq_len=int(cfg.context_seq_len),
-        sampling_seq_len=int(cfg.sampling_seq_len), compat=str(cfg.compat), **options)
+        sampling_seq_len=int(cfg.sampling_seq_len), compat=str(cfg.compat),
+        guidance_every=int(cfg.sampling.guidance_every), precision=str(cfg.sampling.precision), **options)
 
 
 def sample(cfg: DictConfig) -> None:

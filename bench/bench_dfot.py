@@ -142,7 +142,7 @@ def main() -> None:
                 if stats is None:
                     stats = MotionDataModule(datasets=[dataset], person_num=args.persons).stats
                 vq_path = make_vqvae(size, tmp / f"vqvae_{size}.safetensors", stats)
-            module = DFoTModule(vqvae=str(vq_path), model=size, num_persons=args.persons, body_model=None,
+            module = DFoTModule(vqvae_ckpt=str(vq_path), model=size, num_persons=args.persons, body_model=None,
                                 stats=stats)
             dm = MotionDataModule(datasets=[dataset], sequence_len=64, person_num=args.persons, batch_size=batch,
                                   num_workers=0, seed=0, epoch_length=batch * (args.steps + 2))

@@ -1,16 +1,21 @@
-"""Sampling speed: the DD100 joint configuration (spec 4.9 dd100.yaml) end to end, against the bare network.
+"""Sampling speed, every figure measured in one run so the ratios hold across hosts (random weights: speed does
+not depend on them; a 420-frame synthetic two-person clip preprocessed as real data).
 
-One clip (a 420-frame synthetic two-person clip, preprocessed as real data), ``--samples`` samples as the batch,
-``--steps`` DDIM steps, 200 frames requested (208 generated: 1 window + 9 AR windows = 500 network calls at 50
-steps). Random weights (speed does not depend on them). Measured in one run, so the ratios hold across hosts:
+Sections (``--sections``, default all):
 
-* ``sampler``: ``Sampler.generate`` without x0 guidance (plans, steps, smoothing, post-processing, decoding, roots);
-* ``sampler, every token``: the same with the last-layer pruning off (``Sampler.prune_rows = False``): every token
-  through every layer, the straightforward computation;
-* ``bare network``: the same number of network forwards on the same shapes and levels and nothing else; the
-  sampler's overhead is its time over this one.
+* ``joint``: the DD100 joint configuration (spec 4.9 dd100.yaml: 200 frames requested, 208 generated, 10 samples,
+  50 DDIM steps, 500 network calls) without x0 guidance: the sampler, the sampler with every token through every
+  layer (``Sampler.prune_rows = False``), and the bare network forwards on the same shapes and levels (the
+  sampler's overhead is its time over them);
+* ``guided``: the same with smoothing and foot-skating guidance (the reference's settings): the guided/unguided
+  time ratio, and one guidance step fused (one decoder forward, one input-only backward) against the
+  straightforward two-pass computation (a forward and backward per term, with the decoder's weight gradients as
+  the reference computes them), on the window's shape;
+* ``pp``: guided partner prediction (dd100_partner_prediction.yaml: 342 network calls);
+* ``live``: live motion control, the latency of one 32-frame chunk (1.07 s of motion at 30 fps) at 50 steps and
+  with the fast preset (10 steps, guidance every 2nd step, bf16).
 
-    .venv/bin/python bench/bench_sample.py [--size paper|tiny] [--samples 10] [--steps 50] [--frames 200]
+    .venv/bin/python bench/bench_sample.py [--size paper|tiny] [--sections joint guided pp live] [--samples 10]
 """
 
 from __future__ import annotations
@@ -27,6 +32,10 @@ from magnet.models.dfot import DFoT
 from magnet.models.vqvae import PoseVQVAE
 from magnet.representation import compute_stats
 from magnet.sampling import Sampler, SamplingConfig
+from magnet.sampling.guidance import Guidance
+
+UNGUIDED = {"use_smoothing_guidance": False, "use_foot_skating_guidance": False}
+FAST = {"sampling_steps": 10, "guidance_every": 2, "precision": "bf16"}
 
 
 def make_models(size: str, persons: int, seed: int = 0):
@@ -57,7 +66,7 @@ def timed(fn, repeat: int = 1) -> float:
 
 
 def bare_network(sampler: Sampler, plan, samples: int) -> float:
-    """The plan's network forwards alone: same shapes, same levels, the window's tokens as input."""
+    """The plan's network forwards alone: same shapes, same levels, nothing else."""
     P, W, tm = sampler.num_persons, sampler.token_layout.width, sampler.window
     x = torch.randn(samples, tm, P, W)
     levels = torch.as_tensor(plan.levels, dtype=torch.long)
@@ -68,52 +77,93 @@ def bare_network(sampler: Sampler, plan, samples: int) -> float:
         return time.perf_counter() - t0
 
 
+class Table:
+    def __init__(self):
+        print(f"{'what':58s} {'seconds':>8s} {'calls':>6s} {'ms/call':>8s} {'decoder':>8s}")
+
+    def row(self, name: str, sec: float, calls: int, decoder: int | str = "-") -> None:
+        print(f"{name:58s} {sec:8.2f} {calls:6d} {1000 * sec / max(calls, 1):8.1f} {decoder!s:>8s}", flush=True)
+
+
+def run_generate(sampler: Sampler, clip, cfg: SamplingConfig, repeat: int) -> tuple[float, int, int]:
+    calls, dec = sampler.network_calls, sampler.decoder_calls
+    sec = timed(lambda: sampler.generate(context=clip, config=cfg, seed=0, joints=False), repeat)
+    return sec, (sampler.network_calls - calls) // repeat, (sampler.decoder_calls - dec) // repeat + 1
+
+
+def guidance_step_speedup(sampler: Sampler, cfg: SamplingConfig, samples: int, repeat: int = 5) -> tuple[float, ...]:
+    """Seconds of one fused guidance step and of the two-pass one (with weight gradients) on the window shape."""
+    g = Guidance(sampler.dfot, sampler.vqvae, sampler.token_layout, cfg, torch.zeros(1, sampler.num_persons, 10))
+    x0 = torch.randn(samples, sampler.window, sampler.num_persons, sampler.token_layout.width)
+    g.guide(x0, 0.5)
+    g.guide_two_pass(x0, 0.5, weight_grads=True)
+    fused = timed(lambda: g.guide(x0, 0.5), repeat)
+    two = timed(lambda: g.guide_two_pass(x0, 0.5, weight_grads=True), repeat)
+    return fused, two
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", default="paper", choices=["paper", "tiny"])
+    ap.add_argument("--sections", nargs="+", default=["joint", "guided", "pp", "live"],
+                    choices=["joint", "guided", "pp", "live"])
     ap.add_argument("--samples", type=int, default=10)
     ap.add_argument("--steps", type=int, default=50)
     ap.add_argument("--frames", type=int, default=200)
-    ap.add_argument("--persons", type=int, default=2)
     ap.add_argument("--repeat", type=int, default=1, help="best of N runs for each measurement")
     ap.add_argument("--threads", type=int, default=None)
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    dfot, vq = make_models(args.size, args.persons)
-    clip, stats = make_clip(persons=args.persons)
+    dfot, vq = make_models(args.size, 2)
+    clip, stats = make_clip()
     sampler = Sampler(dfot, vq, stats)
-    cfg = SamplingConfig.for_task("joint", sampling_num=args.samples, sampling_steps=args.steps,
-                                  sampling_seq_len=args.frames, use_smoothing_guidance=False,
-                                  use_foot_skating_guidance=False)
-    plan = sampler.plan(cfg)
-    print(f"DD100 joint configuration, {args.size} size: {plan.total_frames} frames, {args.samples} samples, "
-          f"{args.steps} DDIM steps, P = {args.persons}, {torch.get_num_threads()} threads")
-    print(f"plan: {plan.summary()}")
-
-    def run():
-        return sampler.generate(context=clip, config=cfg, seed=0, joints=False)
-
-    run()  # warm-up (first-call allocations)
-    calls = sampler.network_calls
-    t_sampler = timed(run, args.repeat)
-    calls = (sampler.network_calls - calls) // args.repeat
-    sampler.prune_rows = False
-    t_full = timed(run, args.repeat)
-    sampler.prune_rows = True
-    t_bare = min(bare_network(sampler, plan, args.samples) for _ in range(args.repeat))
-
-    rows = [
-        ("sampler (unguided)", t_sampler, calls),
-        ("sampler, every token through every layer", t_full, calls),
-        ("bare network forwards (same calls and shapes)", t_bare, plan.num_calls),
-    ]
-    print(f"{'what':48s} {'seconds':>8s} {'calls':>6s} {'ms/call':>8s}")
-    for name, sec, n in rows:
-        print(f"{name:48s} {sec:8.2f} {n:6d} {1000 * sec / max(n, 1):8.1f}")
-    print(f"sampler overhead over the bare network: {100 * (t_sampler / t_bare - 1):+.1f}%")
-    print(f"last-layer pruning speed-up: {t_full / t_sampler:.2f}x")
+    print(f"{args.size} size, {torch.get_num_threads()} threads; DD100 settings: {args.frames} frames, "
+          f"{args.samples} samples, {args.steps} DDIM steps, P = 2")
+    table = Table()
+    joint = SamplingConfig.for_task("joint", sampling_num=args.samples, sampling_steps=args.steps,
+                                    sampling_seq_len=args.frames)
+    sampler.generate(context=clip, config=joint.replace(sampling_steps=2, **UNGUIDED), joints=False)  # warm-up
+    t_unguided = None
+    if "joint" in args.sections or "guided" in args.sections:
+        cfg = joint.replace(**UNGUIDED)
+        t_unguided, calls, dec = run_generate(sampler, clip, cfg, args.repeat)
+        table.row("joint, unguided: sampler", t_unguided, calls, dec)
+    if "joint" in args.sections:
+        sampler.prune_rows = False
+        t_full, calls, dec = run_generate(sampler, clip, joint.replace(**UNGUIDED), args.repeat)
+        sampler.prune_rows = True
+        table.row("joint, unguided: every token through every layer", t_full, calls, dec)
+        plan = sampler.plan(joint)
+        t_bare = min(bare_network(sampler, plan, args.samples) for _ in range(args.repeat))
+        table.row("joint: bare network forwards (same calls and shapes)", t_bare, plan.num_calls)
+        print(f"  sampler overhead over the bare network: {100 * (t_unguided / t_bare - 1):+.1f}%; "
+              f"last-layer pruning: {t_full / t_unguided:.2f}x")
+    if "guided" in args.sections:
+        t_guided, calls, dec = run_generate(sampler, clip, joint, args.repeat)
+        table.row("joint, guided (smoothing + foot skating, fused)", t_guided, calls, dec)
+        fused, two = guidance_step_speedup(sampler, joint, args.samples)
+        print(f"  guided / unguided: {t_guided / t_unguided:.2f} (the reference: 4.65)")
+        print(f"  one guidance step: fused {1000 * fused:.1f} ms, two-pass with weight gradients {1000 * two:.1f} ms "
+              f"-> {two / fused:.2f}x")
+        t_fast, calls, dec = run_generate(sampler, clip, joint.replace(**FAST), args.repeat)
+        table.row("joint, fast preset (10 steps, guidance every 2nd, bf16)", t_fast, calls, dec)
+        print(f"  fast preset vs full guided: {t_guided / t_fast:.1f}x faster")
+    if "pp" in args.sections:
+        pp = SamplingConfig.for_task("partner_prediction", sampling_num=args.samples, sampling_steps=args.steps,
+                                     sampling_seq_len=args.frames, compat="reference")
+        t_pp, calls, dec = run_generate(sampler, clip, pp, args.repeat)
+        table.row("partner prediction, guided (reference plan)", t_pp, calls, dec)
+    if "live" in args.sections:
+        for name, kw in (("50 steps, guided", {"sampling_steps": args.steps}), ("fast preset", FAST)):
+            session = sampler.live(clip[:32], num_samples=1, joints=False, **kw)
+            session.push(clip[32:64])                                   # fills the first window (warm-up)
+            t0 = time.perf_counter()
+            chunk = session.push(clip[64:96])
+            sec = time.perf_counter() - t0
+            table.row(f"live, one 32-frame chunk (1.07 s of motion), {name}", sec, chunk.network_calls)
+            print(f"  latency / chunk duration: {sec / (32 / 30):.2f}")
 
 
 if __name__ == "__main__":

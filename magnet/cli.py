@@ -6,6 +6,7 @@ exception; both are turned into ``error: <one line>`` on stderr and exit code 2 
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import sys
 from collections.abc import Callable, Iterable, Sequence
@@ -237,3 +238,11 @@ def run_guarded(fn: Callable[..., Any], *args: Any, cleanup_dir: Path | None = N
                 with contextlib.suppress(OSError):
                     parent.rmdir()
         fail(str(err))
+
+
+class OneLineArgumentParser(argparse.ArgumentParser):
+    """``argparse.ArgumentParser`` whose usage errors are one line (``error: <what> (see --help)``) and exit 2,
+    like every other user error of the project."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        fail(f"{self.prog}: {message} (see {self.prog} --help)")

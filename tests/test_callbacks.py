@@ -265,11 +265,11 @@ def test_config_entry_instantiates():
 
     conf = OmegaConf.load(ROOT / "conf" / "callbacks" / "default.yaml")
     assert {"model_checkpoint", "rich_progress_bar", "lr_monitor"} <= set(conf)
-    cfg = OmegaConf.create({"stage": {"person_num": 2}, "cb": conf.validation_metrics})
+    cfg = OmegaConf.create({"stage": {"num_persons": 2}, "dataset": {"fps": 30}, "cb": conf.validation_metrics})
     cb = instantiate(cfg.cb)
     assert isinstance(cb, ValidationMetrics)
     assert (cb.every_n_validations, cb.max_batches, cb.mode, cb.fd_window, cb.fd_stride, cb.fps, cb.num_persons,
-            cb.prefix, cb.enabled) == (1, 8, "fixed", 30, 10, None, 2, "val_metrics/", True)
+            cb.prefix, cb.enabled) == (1, 8, "fixed", 30, 10, 30, 2, "val_metrics/", True)
 
 
 def test_step_progress_bar_describes_step_based_runs(tmp_path):

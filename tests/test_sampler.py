@@ -18,7 +18,8 @@ from magnet.sampling import Sampler, SamplingConfig
 from magnet.sampling.postprocess import (
     TransformStats,
     postprocess_transforms,
-    reconstruct_roots,
+    reconstruct_roots_fixed,
+    reconstruct_roots_reference,
     temporal_smoothing,
 )
 
@@ -248,7 +249,9 @@ def test_reconstruct_roots_temporal_partner_places_partners_without_drift():
     delta, canon_root = _planar(S, T, P, 0), _planar(S, T, P, 1)
     partners = _planar(S, T, P, 2)[..., None, :].expand(S, T, P, P - 1, 9).contiguous()
     gt_canon, gt_root = _planar(1, T, P, 3), _planar(1, T, P, 4)
-    C, root = reconstruct_roots(delta, canon_root, partners, gt_canon, gt_root, t0, "temporal_partner", "fixed")
+    known = torch.zeros(T, P, dtype=torch.bool)
+    known[:t0] = True
+    C, root = reconstruct_roots_fixed(delta, canon_root, partners, gt_canon, gt_root, known, "temporal_partner")
     for t in range(t0, T):
         for j in (1, 2):
             want = tf9_compose(C[:, t, 0], partners[:, t, 0, j - 1])
@@ -257,12 +260,37 @@ def test_reconstruct_roots_temporal_partner_places_partners_without_drift():
     torch.testing.assert_close(root[:, :t0], gt_root[:, :t0].expand(S, -1, -1, -1))
     torch.testing.assert_close(root[:, t0:], tf9_compose(C[:, t0:], canon_root[:, t0:]))
     # temporal: every person integrates its own deltas from the last context frame
-    C2, _ = reconstruct_roots(delta, canon_root, partners, gt_canon, gt_root, t0, "temporal", "fixed")
+    C2, _ = reconstruct_roots_fixed(delta, canon_root, partners, gt_canon, gt_root, known, "temporal")
     torch.testing.assert_close(C2[:, t0, 2], tf9_compose(gt_canon[:, t0 - 1, 2].expand(S, 9), delta[:, t0, 2]))
+    # an anchor other than person 0 (a driven person): the others are placed from it
+    known2 = known.clone()
+    known2[:, 1] = True
+    C4, _ = reconstruct_roots_fixed(delta, canon_root, partners, gt_canon, gt_root, known2, "temporal_partner", 1)
+    torch.testing.assert_close(C4[:, :, 1], gt_canon[:, :, 1].expand(S, -1, -1))
+    torch.testing.assert_close(C4[:, t0 + 2, 2], tf9_compose(C4[:, t0 + 2, 1], partners[:, t0 + 2, 1, 1]))
     # the reference starts at the ground-truth frame t0 itself and ignores its delta, whatever the mode
-    C3, _ = reconstruct_roots(delta, canon_root, partners, gt_canon, gt_root, t0, "temporal_partner", "reference")
+    C3, _ = reconstruct_roots_reference(delta, canon_root, gt_canon, gt_root, t0)
     torch.testing.assert_close(C3[:, t0], gt_canon[:, t0].expand(S, -1, -1))
     torch.testing.assert_close(C3[:, t0 + 1, 1], tf9_compose(gt_canon[:, t0, 1].expand(S, 9), delta[:, t0 + 1, 1]))
+
+
+def test_keyframe_roots_pass_every_keyframe_exactly():
+    S, T, P = 2, 30, 2
+    delta, canon_root = _planar(S, T, P, 0), _planar(S, T, P, 1)
+    partners = _planar(S, T, P, 2)[..., None, :].contiguous()
+    gt_canon, gt_root = _planar(1, T, P, 3), _planar(1, T, P, 4)
+    known = torch.zeros(T, P, dtype=torch.bool)
+    known[[5, 17, 29]] = True
+    C, root = reconstruct_roots_fixed(delta, canon_root, partners, gt_canon, gt_root, known, "temporal",
+                                      keyframes=True)
+    for k in (5, 17, 29):
+        torch.testing.assert_close(C[:, k], gt_canon[:, k].expand(S, -1, -1), atol=1e-5, rtol=0)
+        torch.testing.assert_close(root[:, k], gt_root[:, k].expand(S, -1, -1), atol=1e-5, rtol=0)
+    # before the first keyframe: integrated backwards, so the deltas hold exactly
+    torch.testing.assert_close(C[:, 5], tf9_compose(C[:, 4], delta[:, 5]), atol=1e-5, rtol=0)
+    # between keyframes the path stays continuous: no step larger than the deltas' own plus the spread error
+    steps = (C[:, 6:17, :, 6:9] - C[:, 5:16, :, 6:9]).norm(dim=-1)
+    assert float(steps.max()) < 1.0
 
 
 # ------------------------------------------------------------------------------------------ checkpoints

@@ -392,6 +392,8 @@ class InferenceConfig:
     ``sampling_task``: the task named by ``sampling_task`` (top level or under ``sampling_cfg``), else by
     ``task_mode``, else None. ``reference_task_mode``: what the reference eval read (``sampling_cfg.task_mode``,
     default "joint"). ``smpl_path``: the SMPL-X file or None. ``found``: False when the file was absent.
+    ``driven``: the person slots the conditioning tasks were given (``sampling_cfg.driven``, as ``sample.py`` writes
+    it; default ``(0,)``, the reference's slot A).
     """
 
     path: Path
@@ -399,6 +401,7 @@ class InferenceConfig:
     reference_task_mode: str = "joint"
     smpl_path: str | None = None
     found: bool = True
+    driven: tuple[int, ...] = (0,)
 
 
 def _lookup(cfg: dict, key: str) -> Any:
@@ -441,12 +444,18 @@ def read_inference_config(run_dir: str | os.PathLike, allow_missing: bool = Fals
     if isinstance(sub, dict) and sub.get("task_mode"):
         ref_task = check_task(str(sub["task_mode"]), f"{path} (sampling_cfg.task_mode)")
     smpl = cfg.get("smpl_path")
+    driven = _lookup(cfg, "driven")
+    try:
+        driven = (0,) if driven is None else tuple(int(i) for i in driven)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{path}: sampling_cfg.driven must be a list of person slots, got {driven!r}") from exc
     return InferenceConfig(
         path=path,
         sampling_task=None if task is None else str(task),
         reference_task_mode=ref_task,
         smpl_path=None if smpl in (None, "") else str(smpl),
         found=True,
+        driven=driven,
     )
 
 

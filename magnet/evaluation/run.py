@@ -123,14 +123,15 @@ def _select(x: Tensor, persons: list[int] | None) -> Tensor:
     return x if persons is None else x[..., persons, :]
 
 
-def _persons_of(p: int, conditioned: bool, reference: bool) -> list[int] | None:
+def _persons_of(p: int, conditioned: bool, reference: bool, driven: tuple[int, ...] = (0,)) -> list[int] | None:
     if not conditioned:
         return None
     if reference:
         return [p - 1]  # the reference keeps the last person
-    if p < 2:
+    generated = [i for i in range(p) if i not in driven]
+    if p < 2 or not generated:
         return None
-    return list(range(1, p))
+    return generated
 
 
 def _add(total: tuple | None, m: tuple) -> tuple:
@@ -323,7 +324,8 @@ def evaluate_directory(
         raise DataError(f"the clips hold different sample counts ({detail}, ...); pass sample_num=<= "
                         f"{min(counts)} to evaluate the same number from each")
 
-    evaluated = "all" if not conditioned else ("last" if reference else "generated (1..P-1)")
+    evaluated = "all" if not conditioned else (
+        "last" if reference else f"generated (all but the driven {', '.join(map(str, cfg.driven))})")
     settings = {
         "mode": mode,
         "frames": "whole_seq" if whole_seq else (f"seq_len={seq_len}" if seq_len is not None else "default"),
@@ -355,13 +357,13 @@ def evaluate_directory(
         groups = {}
         for p in person_counts:
             group = [f for f in feats if f.num_persons == p]
-            body, baseline = _metrics(group, mode, conditioned, reference, fps, seed, baselines)
+            body, baseline = _metrics(group, mode, conditioned, reference, fps, seed, baselines, cfg.driven)
             groups[group_name(p)] = {"body": body, "baseline": baseline, "meta": meta_of(group)}
         meta = {**meta_of(feats), "grouped_by_persons": True}
         result = EvaluationResult(groups=groups, meta=meta)
         csv_text = "\n".join(grouped_csv_lines({k: g["body"] for k, g in groups.items()})) + "\n"
     else:
-        body, baseline = _metrics(feats, mode, conditioned, reference, fps, seed, baselines)
+        body, baseline = _metrics(feats, mode, conditioned, reference, fps, seed, baselines, cfg.driven)
         result = EvaluationResult(body=body, baseline=baseline, meta=meta_of(feats))
         csv_text = "\n".join(to_csv_lines(body)) + "\n"
     suffix = output_suffix(mode, whole_seq, seq_len, test_set)
@@ -388,10 +390,10 @@ def group_name(num_persons: int) -> str:
 
 
 def _metrics(feats: list[ClipFeatures], mode: str, conditioned: bool, reference: bool, fps: float,
-             seed: int, baselines: bool = True) -> tuple[dict, dict]:
+             seed: int, baselines: bool = True, driven: tuple[int, ...] = (0,)) -> tuple[dict, dict]:
     """The ``body`` dict (reference structure and order) and the ``baseline`` dict."""
     def persons(x: Tensor) -> list[int] | None:  # x: features [R, T, P, 63]
-        return _persons_of(int(x.shape[-2]), conditioned, reference)
+        return _persons_of(int(x.shape[-2]), conditioned, reference, driven)
 
     gen_g = [ClipFeatures.g_of(f.gen_joints) for f in feats]
     gt_g = [ClipFeatures.g_of(f.gt_joints) for f in feats]
@@ -432,7 +434,7 @@ def _metrics(feats: list[ClipFeatures], mode: str, conditioned: bool, reference:
     gt_j = [f.gt_joints[0, :, :, 1:, :] for f in feats]
 
     def sel_j(x: Tensor) -> Tensor:
-        p = _persons_of(int(x.shape[-3]), conditioned, reference)
+        p = _persons_of(int(x.shape[-3]), conditioned, reference, driven)
         return x if p is None else x[..., p, :, :]
 
     gen_j = [sel_j(x) for x in gen_j]
@@ -466,7 +468,7 @@ def _metrics(feats: list[ClipFeatures], mode: str, conditioned: bool, reference:
 
     # foot sliding (selected persons) and penetration (all persons)
     def foot_persons(j: Tensor) -> list[int] | None:
-        return _persons_of(int(j.shape[-3]), conditioned, reference)
+        return _persons_of(int(j.shape[-3]), conditioned, reference, driven)
 
     body["g"]["foot_skate_gt"] = _foot([f.gt_joints for f in feats], foot_persons, mode, fps)
     body["g"]["foot_skate_gen"] = _foot([f.gen_joints for f in feats], foot_persons, mode, fps)

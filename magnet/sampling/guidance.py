@@ -121,9 +121,12 @@ class Guidance:
 
     # ----------------------------------------------------------------------------------- x0 guidance
 
-    def active(self, progress: float) -> tuple[bool, bool]:
-        """Whether smoothing / foot-skating guidance run at ``progress`` (inclusive ranges)."""
+    def active(self, progress: float, step: int = 0) -> tuple[bool, bool]:
+        """Whether smoothing / foot-skating guidance run at ``progress`` (inclusive ranges) on denoising step
+        ``step`` (only every ``guidance_every``-th step guides)."""
         c = self.cfg
+        if step % int(c.guidance_every):
+            return False, False
         s = c.use_smoothing_guidance and c.smoothing_guidance_start_ratio <= progress <= c.smoothing_guidance_end_ratio
         f = (c.use_foot_skating_guidance
              and c.foot_skating_guidance_start_ratio <= progress <= c.foot_skating_guidance_end_ratio)
@@ -132,7 +135,7 @@ class Guidance:
     def _decode(self, z: Tensor, x0: Tensor) -> Tensor:
         """Normalised body 6D ``[S*P, 4 Tm, 126]`` decoded (without snapping) from latents ``z[S, Tm, P, Dz]``."""
         S, tm, P, _ = z.shape
-        betas = self.betas.to(x0)[:, None].expand(S, tm, P, -1)
+        betas = self.betas.to(x0).clone()[:, None].expand(S, tm, P, -1)
         dec_cond = fold_persons(torch.cat([betas, x0[..., self.layout.delta]], dim=-1))
         self.decoder_calls += 1
         return self.vqvae.decode_wo_quantize(fold_persons(z), dec_cond)[..., :126]
@@ -163,15 +166,17 @@ class Guidance:
         g[:, 2:] += d2
         return g * (2.0 / d2.numel())
 
-    def guide(self, x0: Tensor, progress: float) -> Tensor:
+    def guide(self, x0: Tensor, progress: float, step: int = 0) -> Tensor:
         """x0 guidance with one decoder forward and one input-only backward (both terms at ``x0``)."""
-        smooth, foot = self.active(progress)
+        smooth, foot = self.active(progress, step)
         if not (smooth or foot):
             return x0
         c, lay = self.cfg, self.layout
-        with torch.enable_grad():
-            z = x0[..., lay.pose_latent].detach().requires_grad_(True)
-            rot = self._decode(z, x0.detach())
+        # gradients even when the caller runs under inference mode (Lightning's validation): plain copies first
+        with torch.inference_mode(False), torch.enable_grad():
+            x0c = x0.detach().clone()
+            z = x0c[..., lay.pose_latent].detach().requires_grad_(True)
+            rot = self._decode(z, x0c)
             loss = 0.0
             if smooth:
                 loss = loss + c.smoothing_guidance_weight * self.smoothing_loss(rot)
@@ -184,19 +189,20 @@ class Guidance:
             out[..., lay.transforms] = x0[..., lay.transforms] - c.smoothing_guidance_weight * self.transform_gradient(x0)
         return out
 
-    def guide_two_pass(self, x0: Tensor, progress: float, weight_grads: bool = False) -> Tensor:
+    def guide_two_pass(self, x0: Tensor, progress: float, weight_grads: bool = False, step: int = 0) -> Tensor:
         """The straightforward version of :meth:`guide`: one decoder forward and backward per term (with the
         decoder's weight gradients too when ``weight_grads``, as the reference computes them)."""
-        smooth, foot = self.active(progress)
+        smooth, foot = self.active(progress, step)
         c, lay = self.cfg, self.layout
         out = x0.clone()
-        with torch.enable_grad(), _weights_trainable(self.vqvae, weight_grads):
+        with torch.inference_mode(False), torch.enable_grad(), _weights_trainable(self.vqvae, weight_grads):
+            x0c = x0.detach().clone()
             for on, weight, fn in ((smooth, c.smoothing_guidance_weight, self.smoothing_loss),
                                    (foot, c.foot_skating_guidance_weight, self.foot_loss)):
                 if not on:
                     continue
-                z = x0[..., lay.pose_latent].detach().requires_grad_(True)
-                loss = fn(self._decode(z, x0.detach()))
+                z = x0c[..., lay.pose_latent].detach().requires_grad_(True)
+                loss = fn(self._decode(z, x0c))
                 loss.backward()
                 out[..., lay.pose_latent] = out[..., lay.pose_latent] - weight * z.grad
                 if weight_grads:

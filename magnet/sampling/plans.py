@@ -53,14 +53,20 @@ from magnet.errors import ConfigError, DataError
 from magnet.utils import atomic_path
 
 __all__ = [
+    "CHAIN_TASKS",
     "COMPAT_MODES",
+    "ROLLING_TASKS",
     "SCHEDULES",
     "Plan",
     "PlanBuilder",
     "ar_window_matrix",
+    "chain_plan",
+    "inbetweening_plan",
     "index_to_level",
     "joint_plan",
+    "pp2joint_plan",
     "prune_rows",
+    "rolling_plan",
     "schedule_matrix",
 ]
 
@@ -161,7 +167,7 @@ def ar_window_matrix(matrix: np.ndarray, stride_tokens: int, sampling_steps: int
 
 
 PLAN_ARRAYS = ("levels", "next_levels", "context", "inject", "driven", "window_start", "window_index", "row",
-               "step", "chain", "context_len")
+               "step", "chain", "context_len", "pointer")
 
 
 @dataclass
@@ -171,7 +177,9 @@ class Plan:
     ``levels``, ``next_levels`` int16 ``[N, Tm, P]``; ``context``, ``inject``, ``driven`` bool ``[N, Tm, P]``;
     ``window_start`` int32 ``[N]`` (latent frames); ``window_index``, ``row`` int16 ``[N]``; ``step`` int32 ``[N]``
     (denoising step; several calls share a step in the two-chain tasks); ``chain`` int8 ``[N]``; ``context_len``
-    int32 ``[N]`` (latent frames the window treats as context, as passed to guidance and post-processing).
+    int32 ``[N]`` (latent frames the window treats as context, as passed to guidance and post-processing);
+    ``pointer`` int16 ``[N]`` (turn-taking: the flat window token copied from chain A into chain B before B's call,
+    -1 for none; see :func:`chain_plan`).
     """
 
     task: str
@@ -194,6 +202,7 @@ class Plan:
     step: np.ndarray
     chain: np.ndarray
     context_len: np.ndarray
+    pointer: np.ndarray
     frames_per_latent: int = 4
     meta: dict = field(default_factory=dict)
 
@@ -248,7 +257,8 @@ class Plan:
     def load(cls, path: str | os.PathLike) -> Plan:
         try:
             with np.load(path, allow_pickle=False) as d:
-                kw = {k: d[k] for k in PLAN_ARRAYS}
+                kw = {k: d[k] for k in PLAN_ARRAYS if k in d.files}
+                kw.setdefault("pointer", np.full(len(kw["levels"]), -1, np.int16))
                 for k in ("task", "schedule", "compat"):
                     kw[k] = str(d[k])
                 for k in ("sampling_steps", "num_persons", "window", "total_latent", "context_latent",
@@ -260,7 +270,8 @@ class Plan:
 
 
 class PlanBuilder:
-    """Accumulates network calls window by window into a :class:`Plan`."""
+    """Accumulates network calls into a :class:`Plan` (window by window, or call by call for the two-chain
+    tasks)."""
 
     def __init__(self, num_persons: int, window: int, sampling_steps: int):
         self.P, self.Tm = int(num_persons), int(window)
@@ -273,57 +284,64 @@ class PlanBuilder:
         """Index matrix ``[rows, L]`` -> levels ``[rows, Tm, P]`` (int64)."""
         return self.table[index_matrix].reshape(len(index_matrix), self.Tm, self.P)
 
-    def add_window(self, levels: np.ndarray, start: int, context_len: int, *, context: np.ndarray,
-                   inject: np.ndarray | None = None, driven: np.ndarray | None = None, chain: int = 0,
-                   steps: np.ndarray | None = None, new_window: bool = True) -> None:
-        """Add the calls of one window: ``levels[rows, Tm, P]``; call m goes from row m to row m + 1.
+    def _mask(self, mask, n: int) -> np.ndarray:
+        shape = (n, self.Tm, self.P)
+        if mask is None:
+            return np.zeros(shape, bool)
+        return np.broadcast_to(np.asarray(mask, bool), shape).copy()
 
-        ``context``, ``inject``, ``driven``: bool ``[rows - 1, Tm, P]`` per call (or ``[Tm, P]`` for all calls).
-        """
-        calls = len(levels) - 1
-        shape = (calls, self.Tm, self.P)
-
-        def per_call(mask):
-            if mask is None:
-                return np.zeros(shape, bool)
-            mask = np.asarray(mask, bool)
-            return np.broadcast_to(mask, shape).copy()
-
+    def add_calls(self, levels: np.ndarray, next_levels: np.ndarray, *, start: int, context_len: int,
+                  context: np.ndarray, steps: np.ndarray, rows: np.ndarray, window: int, chain: int = 0,
+                  inject=None, driven=None, pointer=None) -> None:
+        """Add calls: ``levels``, ``next_levels`` ``[n, Tm, P]``, masks ``[n, Tm, P]`` or ``[Tm, P]``."""
+        n = len(levels)
         r = self.rows
-        r["levels"].append(levels[:-1].astype(np.int16))
-        r["next_levels"].append(levels[1:].astype(np.int16))
-        r["context"].append(per_call(context))
-        r["inject"].append(per_call(inject))
-        r["driven"].append(per_call(driven))
-        r["window_start"].append(np.full(calls, int(start), np.int32))
-        r["window_index"].append(np.full(calls, self.num_windows, np.int16))
-        r["row"].append(np.arange(calls, dtype=np.int16))
-        if steps is None:
-            steps = np.arange(self.num_steps, self.num_steps + calls)
+        r["levels"].append(np.asarray(levels).astype(np.int16))
+        r["next_levels"].append(np.asarray(next_levels).astype(np.int16))
+        r["context"].append(self._mask(context, n))
+        r["inject"].append(self._mask(inject, n))
+        r["driven"].append(self._mask(driven, n))
+        r["window_start"].append(np.full(n, int(start), np.int32))
+        r["window_index"].append(np.full(n, int(window), np.int16))
+        r["row"].append(np.asarray(rows, np.int16))
         r["step"].append(np.asarray(steps, np.int32))
-        r["chain"].append(np.full(calls, chain, np.int8))
-        r["context_len"].append(np.full(calls, int(context_len), np.int32))
-        self.num_steps = int(max(self.num_steps, int(np.max(steps)) + 1 if calls else self.num_steps))
-        if new_window:
-            self.num_windows += 1
+        r["chain"].append(np.full(n, chain, np.int8))
+        r["context_len"].append(np.full(n, int(context_len), np.int32))
+        r["pointer"].append(np.full(n, -1, np.int16) if pointer is None else np.asarray(pointer, np.int16))
+        if n:
+            self.num_steps = max(self.num_steps, int(np.max(steps)) + 1)
+
+    def add_window(self, levels: np.ndarray, start: int, context_len: int, *, context: np.ndarray,
+                   inject=None, driven=None) -> None:
+        """Add the calls of one window: ``levels[rows, Tm, P]``; call m goes from row m to row m + 1."""
+        calls = len(levels) - 1
+        self.add_calls(levels[:-1], levels[1:], start=start, context_len=context_len, context=context,
+                       steps=np.arange(self.num_steps, self.num_steps + calls), rows=np.arange(calls),
+                       window=self.num_windows, inject=inject, driven=driven)
+        self.num_windows += 1
 
     def build(self, **kw) -> Plan:
         arrays = {}
         for k, parts in self.rows.items():
             arrays[k] = np.concatenate(parts) if parts else np.zeros((0,), np.int32)
+        order = np.argsort(arrays["step"] * 8 + arrays["chain"], kind="stable")   # calls in execution order
+        arrays = {k: v[order] for k, v in arrays.items()}
         return Plan(num_persons=self.P, window=self.Tm, **arrays, **kw)
 
 
-def _reference_context(levels: np.ndarray, start: int, context_len: int, global_ctx: np.ndarray) -> np.ndarray:
+def _reference_context(levels: np.ndarray, start: int, context_len: int, global_ctx: np.ndarray,
+                       persist: bool = True) -> np.ndarray:
     """The reference's context bookkeeping for one window, call by call (spec 4.1): the window's slice of a mask
-    kept over the whole sequence, plus every token at or after ``context_len`` whose current level is -1; the
-    result is written back to the sequence mask. ``levels[rows, Tm, P]`` -> ``[rows - 1, Tm, P]``."""
+    kept over the whole sequence, plus every token at or after ``context_len`` whose current level is -1; with
+    ``persist`` the result is written back to the sequence mask (the two-chain tasks' leading chain never writes
+    it back). ``levels[rows, Tm, P]`` -> ``[rows - 1, Tm, P]``."""
     tm = levels.shape[1]
     out = []
     gen = np.arange(tm)[:, None] >= max(int(context_len), 0)
     for m in range(len(levels) - 1):
         mask = global_ctx[start:start + tm] | (gen & (levels[m] == -1))
-        global_ctx[start:start + tm] = mask
+        if persist:
+            global_ctx[start:start + tm] = mask
         out.append(mask.copy())
     return np.stack(out) if out else np.zeros((0, tm, levels.shape[2]), bool)
 
@@ -353,15 +371,8 @@ def joint_layout(sampling_seq_len: int, window: int, ar_stride: int, frames_per_
     return n_itr, n_itr * ar_stride + window
 
 
-def joint_plan(num_persons: int, sampling_seq_len: int = 200, context_seq_len: int = 32, sampling_steps: int = 50,
-               schedule: str = "causal_uncertainty", subseq_len: int = 16, ar_seq_stride: int = 16,
-               offset_proportion: float = 0.75, compat: str = "fixed", window: int = 16,
-               frames_per_latent: int = 4, task: str = "joint") -> Plan:
-    """The plan of joint generation (spec 4.3): the first window with ``context_seq_len`` frames of context, then
-    AR windows shifted by ``ar_seq_stride`` frames, each denoising only its newest ``ar_seq_stride`` frames."""
-    check_compat(compat)
-    f = int(frames_per_latent)
-    P, Tm = int(num_persons), int(window)
+def _check_joint_args(P: int, Tm: int, schedule: str, ar_seq_stride: int, context_seq_len: int, subseq_len: int,
+                      f: int) -> tuple[int, int]:
     if schedule not in SCHEDULES:
         raise ConfigError(f"schedule {schedule!r} unknown; choose one of {list(SCHEDULES)}")
     if int(ar_seq_stride) % f or int(ar_seq_stride) < f:
@@ -374,9 +385,18 @@ def joint_plan(num_persons: int, sampling_seq_len: int = 200, context_seq_len: i
         raise ConfigError(f"context_seq_len {context_seq_len} must leave room in the {Tm * f}-frame window")
     if int(subseq_len) < 1:
         raise ConfigError(f"sampling_subseq_len must be >= 1, got {subseq_len}")
+    return stride, tc
+
+
+def _joint_windows(builder: PlanBuilder, task: str, sampling_seq_len: int, context_seq_len: int, sampling_steps: int,
+                   schedule: str, subseq_len: int, ar_seq_stride: int, offset_proportion: float, compat: str,
+                   f: int) -> tuple[list[tuple[np.ndarray, int, int]], int, int, int]:
+    """The windows of joint generation -> ``([(levels[rows, Tm, P], start, context_len), ...], total_latent,
+    context_latent, group_size)``: the first window with the context, then the AR windows."""
+    P, Tm = builder.P, builder.Tm
+    stride, tc = _check_joint_args(P, Tm, schedule, ar_seq_stride, context_seq_len, subseq_len, f)
     L = Tm * P
     g = task_group_size(task, schedule, P, subseq_len)
-    builder = PlanBuilder(P, Tm, sampling_steps)
     M = schedule_matrix(schedule, L, g, sampling_steps, offset_proportion, compat)
     M[:, : tc * P] = 0
     M = prune_rows(M)
@@ -384,15 +404,26 @@ def joint_plan(num_persons: int, sampling_seq_len: int = 200, context_seq_len: i
     s_tok = stride * P
     A = ar_window_matrix(M, s_tok, sampling_steps, compat)
     ar_ctx = Tm - s_tok if compat == "reference" else Tm - stride
-    global_ctx = np.zeros((total, P), bool)
+    windows = [(builder.levels_of(M), 0, tc)]
+    windows += [(builder.levels_of(A), i * stride, ar_ctx) for i in range(1, n_itr + 1)]
+    return windows, total, tc, g
+
+
+def joint_plan(num_persons: int, sampling_seq_len: int = 200, context_seq_len: int = 32, sampling_steps: int = 50,
+               schedule: str = "causal_uncertainty", subseq_len: int = 16, ar_seq_stride: int = 16,
+               offset_proportion: float = 0.75, compat: str = "fixed", window: int = 16,
+               frames_per_latent: int = 4, task: str = "joint") -> Plan:
+    """The plan of joint generation (spec 4.3): the first window with ``context_seq_len`` frames of context, then
+    AR windows shifted by ``ar_seq_stride`` frames, each denoising only its newest ``ar_seq_stride`` frames."""
+    check_compat(compat)
+    f = int(frames_per_latent)
+    builder = PlanBuilder(num_persons, window, sampling_steps)
+    windows, total, tc, g = _joint_windows(builder, task, sampling_seq_len, context_seq_len, sampling_steps,
+                                           schedule, subseq_len, ar_seq_stride, offset_proportion, compat, f)
+    global_ctx = np.zeros((total, builder.P), bool)
     global_ctx[:tc] = True
-    for i in range(n_itr + 1):
-        mat, start, c = (M, 0, tc) if i == 0 else (A, i * stride, ar_ctx)
-        lv = builder.levels_of(mat)
-        if compat == "reference":
-            ctx = _reference_context(lv, start, c, global_ctx)
-        else:
-            ctx = lv[:-1] == -1
+    for lv, start, c in windows:
+        ctx = _reference_context(lv, start, c, global_ctx) if compat == "reference" else lv[:-1] == -1
         builder.add_window(lv, start, c, context=ctx)
     return builder.build(task=task, schedule=schedule, compat=compat, sampling_steps=int(sampling_steps),
                          total_latent=total, context_latent=tc, group_size=g, frames_per_latent=f)
@@ -429,6 +460,37 @@ def rolling_layout(clip_frames: int, sampling_seq_len: int, context_latent: int,
     return t_gt, chunks
 
 
+def add_rolling_window(builder: PlanBuilder, task: str, start: int, ctx_len: int, driven: tuple[int, ...],
+                       first: bool, sampling_steps: int, schedule: str, offset_proportion: float, compat: str) -> None:
+    """Add one rolling-task window starting at latent frame ``start`` whose first ``ctx_len`` latent frames are
+    context (``first``: the clip's opening window, whose context is ground truth for every person)."""
+    P, Tm = builder.P, builder.Tm
+    drv = np.zeros(P, bool)
+    drv[list(driven)] = True
+    g = task_group_size(task, schedule, P, 1)
+    clean_driven = task != "partner_prediction"
+    M = schedule_matrix(schedule, Tm * P, g, sampling_steps, offset_proportion, compat).reshape(-1, Tm, P)
+    M[:, :ctx_len] = 0
+    if clean_driven:
+        M[:, :, drv] = 0
+    M = prune_rows(M.reshape(len(M), Tm * P))
+    lv = builder.levels_of(M)
+    if compat == "reference":
+        chunk_ctx = np.zeros((start + Tm, P), bool)
+        chunk_ctx[start:start + ctx_len] = True
+        ctx = _reference_context(lv, start, ctx_len, chunk_ctx)
+    else:
+        ctx = lv[:-1] == -1
+    inject = np.zeros((Tm, P), bool)
+    inject[:ctx_len, :] = True if first else drv[None, :]
+    if clean_driven:
+        inject[:, drv] = True
+    driven_mask = np.zeros((Tm, P), bool)
+    if not clean_driven:
+        driven_mask[:, drv] = True
+    builder.add_window(lv, start, ctx_len, context=ctx, inject=inject, driven=driven_mask)
+
+
 def rolling_plan(task: str, num_persons: int, clip_frames: int, driven: tuple[int, ...] = (0,),
                  sampling_seq_len: int = 200, context_seq_len: int = 32, sampling_steps: int = 50,
                  schedule: str = "causal_uncertainty", offset_proportion: float = 0.75, compat: str = "fixed",
@@ -446,36 +508,187 @@ def rolling_plan(task: str, num_persons: int, clip_frames: int, driven: tuple[in
     if not 0 < tc < Tm:
         raise ConfigError(f"context_seq_len {context_seq_len} must give 1 to {Tm - 1} latent frames "
                           f"({f} to {(Tm - 1) * f} frames)")
-    drv = np.zeros(P, bool)
-    drv[list(driven)] = True
-    g = task_group_size(task, schedule, P, 1)
     builder = PlanBuilder(P, Tm, sampling_steps)
     t_gt, chunks = rolling_layout(clip_frames, sampling_seq_len, tc, Tm, f, compat)
-    clean_driven = task != "partner_prediction"
     for c, (start, ctx_len) in enumerate(chunks):
-        M = schedule_matrix(schedule, Tm * P, g, sampling_steps, offset_proportion, compat)
-        M = M.reshape(len(M), Tm, P)
-        M[:, :ctx_len] = 0
-        if clean_driven:
-            M[:, :, drv] = 0
-        M = prune_rows(M.reshape(len(M), Tm * P))
-        lv = builder.levels_of(M)
-        if compat == "reference":
-            chunk_ctx = np.zeros((start + Tm, P), bool)
-            chunk_ctx[start:start + ctx_len] = True
-            ctx = _reference_context(lv, start, ctx_len, chunk_ctx)
-        else:
-            ctx = lv[:-1] == -1
-        inject = np.zeros((Tm, P), bool)
-        inject[:ctx_len, :] = True if c == 0 else drv[None, :]
-        if clean_driven:
-            inject[:, drv] = True
-        driven_mask = np.zeros((Tm, P), bool)
-        if not clean_driven:
-            driven_mask[:, drv] = True
-        builder.add_window(lv, start, ctx_len, context=ctx, inject=inject, driven=driven_mask)
+        add_rolling_window(builder, task, start, ctx_len, driven, c == 0, sampling_steps, schedule,
+                           offset_proportion, compat)
     total = max(t_gt, chunks[-1][0] + Tm)
     plan = builder.build(task=task, schedule=schedule, compat=compat, sampling_steps=int(sampling_steps),
+                         total_latent=total, context_latent=tc, group_size=task_group_size(task, schedule, P, 1),
+                         frames_per_latent=f)
+    plan.meta.update({"gt_latent": t_gt, "driven": sorted(int(i) for i in set(driven))})
+    return plan
+
+
+# ------------------------------------------------------------------------------------------ two-chain tasks
+
+CHAIN_TASKS = ("agentic_turn_taking", "agentic_sync")
+
+
+def chain_plan(task: str, num_persons: int, sampling_seq_len: int = 200, context_seq_len: int = 32,
+               sampling_steps: int = 50, schedule: str = "causal_uncertainty", subseq_len: int = 4,
+               ar_seq_stride: int = 8, offset_proportion: float = 0.75, compat: str = "fixed", window: int = 16,
+               frames_per_latent: int = 4) -> Plan:
+    """The plan of the two-chain tasks (spec 4.4): two chains A (``chain`` 0) and B (1) of the joint model share
+    the joint windows (groups of ``subseq_len`` tokens), one call each per denoising step.
+
+    ``agentic_turn_taking``: A steps first; its newest finished token p (flat window index) is copied into B,
+    which takes it at level -1 for its step (A's call row: ``pointer`` = p); after B's step, B's token p + 1 (the
+    next one, still being denoised) is copied back into A (B's call row: ``pointer`` = p + 1). The reference
+    searches p among the generated region's clean tokens, counts it from the first generated token but uses it from
+    the window start, so its copies land in the context region and the exchange barely happens; ``compat=fixed``
+    takes the newest clean token of the window (from the window start), so at every step B continues from A's
+    latest token and A receives B's next one. ``agentic_sync``: both chains step, then each adopts the other's
+    clean tokens of its own person; the reference makes a third call on B's stale input whose result it discards
+    (``chain`` 2); the fixed plan does not pay for it.
+    """
+    check_compat(compat)
+    if task not in CHAIN_TASKS:
+        raise ConfigError(f"two-chain task {task!r} unknown; choose one of {list(CHAIN_TASKS)}")
+    f = int(frames_per_latent)
+    builder = PlanBuilder(num_persons, window, sampling_steps)
+    P, Tm = builder.P, builder.Tm
+    L = Tm * P
+    windows, total, tc, g = _joint_windows(builder, task, sampling_seq_len, context_seq_len, sampling_steps,
+                                           schedule, subseq_len, ar_seq_stride, offset_proportion, compat, f)
+    reference = compat == "reference"
+    init = np.zeros((total, P), bool)
+    init[:tc] = True
+    mask_b = init.copy()
+    step = 0
+    for w, (lv, start, c) in enumerate(windows):
+        ctx_a_all = _reference_context(lv, start, c, init, persist=False) if reference else lv[:-1] == -1
+        gen_start = max(int(c), 0) * P
+        for m in range(len(lv) - 1):
+            cur, nxt, ctx_a = lv[m], lv[m + 1], ctx_a_all[m]
+            rows = np.array([m])
+            common = {"start": start, "context_len": c, "steps": np.array([step]), "rows": rows, "window": w}
+            if task == "agentic_turn_taking":
+                if reference:
+                    marked = np.nonzero(ctx_a.reshape(-1)[gen_start:])[0]
+                    p_rel = int(marked.max()) if marked.size else 0
+                    to_b = p_rel if p_rel > 0 else -1        # counted from the generated region, used from the
+                    to_a = p_rel + 1                         # window start (and copied back even without a p)
+                else:
+                    marked = np.nonzero(ctx_a.reshape(-1))[0]   # the newest clean token of the window
+                    to_b = int(marked.max()) if marked.size else -1
+                    to_a = to_b + 1 if 0 <= to_b < L - 1 else -1
+                cur_b, nxt_b = cur.copy(), nxt.copy()
+                if to_b >= 0:
+                    cur_b.reshape(-1)[to_b] = -1
+                    nxt_b.reshape(-1)[to_b] = -1
+                if reference:
+                    ctx_b = mask_b[start:start + Tm].copy()
+                    gen = np.arange(Tm)[:, None] >= max(int(c), 0)
+                    mask_b[start:start + Tm] |= gen & (cur == -1)
+                else:
+                    ctx_b = cur_b == -1
+                builder.add_calls(cur[None], nxt[None], context=ctx_a[None], chain=0, pointer=[to_b], **common)
+                builder.add_calls(cur_b[None], nxt_b[None], context=ctx_b[None], chain=1, pointer=[to_a], **common)
+            else:
+                builder.add_calls(cur[None], nxt[None], context=ctx_a[None], chain=0, **common)
+                builder.add_calls(cur[None], nxt[None], context=ctx_a[None], chain=1, **common)
+                if reference:
+                    builder.add_calls(cur[None], nxt[None], context=ctx_a[None], chain=2, **common)
+            step += 1
+        builder.num_windows += 1
+    return builder.build(task=task, schedule=schedule, compat=compat, sampling_steps=int(sampling_steps),
                          total_latent=total, context_latent=tc, group_size=g, frames_per_latent=f)
-    plan.meta.update({"gt_latent": t_gt, "driven": [int(i) for i in np.nonzero(drv)[0]]})
+
+
+# ------------------------------------------------------------------------------------------- inbetweening
+
+
+def inbetweening_plan(num_persons: int, keyframes: tuple[int, ...] = (0, 63), sampling_seq_len: int = 64,
+                      context_seq_len: int = 32, sampling_steps: int = 50, schedule: str = "causal_uncertainty",
+                      offset_proportion: float = 0.75, compat: str = "fixed", window: int = 16,
+                      frames_per_latent: int = 4) -> Plan:
+    """The plan of inbetweening (spec 4.4): ground-truth keyframe tokens at level -1 in every row (``context`` and
+    ``inject``), everything else generated with one latent frame per group.
+
+    A keyframe at frame ``f`` pins latent frame ``f // 4``. The reference runs one 64-frame window (longer
+    sequences are not defined there) and sets the keyframes clean after pruning, so its first call changes
+    nothing (65 calls for the shipped config). ``compat=fixed`` prunes after pinning and covers any length of at
+    least one window with rolling windows: the first starts at frame 0 without context, each next one keeps the
+    last ``context_seq_len`` frames of the generated motion as context, the last one ends at the sequence end.
+    """
+    check_compat(compat)
+    f = int(frames_per_latent)
+    P, Tm = int(num_persons), int(window)
+    frames = int(sampling_seq_len) // f * f if compat == "reference" else -(-int(sampling_seq_len) // f) * f
+    tz = frames // f
+    keys = sorted({int(k) for k in keyframes})
+    if compat == "reference" and tz != Tm:
+        raise ConfigError(f"the reference's inbetweening runs exactly one {Tm * f}-frame window; sampling_seq_len "
+                          f"{sampling_seq_len} needs compat=fixed")
+    if tz < Tm:
+        raise ConfigError(f"inbetweening needs sampling_seq_len >= {Tm * f} frames (one window), got "
+                          f"{sampling_seq_len}")
+    key_lat = np.zeros((tz, P), bool)
+    for k in keys:
+        key_lat[k // f] = True
+    builder = PlanBuilder(P, Tm, sampling_steps)
+    g = task_group_size("inbetweening", schedule, P, 1)
+    if compat == "reference":
+        M = prune_rows(schedule_matrix(schedule, Tm * P, g, sampling_steps, offset_proportion, compat))
+        M = np.where(key_lat.reshape(-1)[None], 0, M)
+        lv = builder.levels_of(M)
+        ctx = np.broadcast_to(key_lat, lv[:-1].shape)
+        builder.add_window(lv, 0, Tm, context=ctx)
+        chunks = [(0, 0)]
+    else:
+        tc = max(int(context_seq_len) // f, 1)
+        stride = Tm - tc
+        chunks = [(0, 0)]
+        while chunks[-1][0] + Tm < tz:
+            start = min(chunks[-1][0] + stride, tz - Tm)
+            chunks.append((start, chunks[-1][0] + Tm - start))
+        for start, ctx_len in chunks:
+            M = schedule_matrix(schedule, Tm * P, g, sampling_steps, offset_proportion, compat).reshape(-1, Tm, P)
+            M[:, :ctx_len] = 0
+            M[:, key_lat[start:start + Tm]] = 0
+            M = prune_rows(M.reshape(len(M), Tm * P))
+            lv = builder.levels_of(M)
+            builder.add_window(lv, start, ctx_len, context=lv[:-1] == -1, inject=key_lat[start:start + Tm])
+    plan = builder.build(task="inbetweening", schedule=schedule, compat=compat,
+                         sampling_steps=int(sampling_steps), total_latent=tz, context_latent=0, group_size=g,
+                         frames_per_latent=f)
+    plan.meta.update({"keyframes": keys, "chunks": chunks})
+    return plan
+
+
+# ------------------------------------------------------------------------------------------------ pp2joint
+
+
+def pp2joint_plan(num_persons: int, clip_frames: int, driven: tuple[int, ...] = (0,), sampling_seq_len: int = 400,
+                  context_seq_len: int = 32, sampling_steps: int = 50, schedule: str = "causal_uncertainty",
+                  subseq_len: int = 1, ar_seq_stride: int = 8, offset_proportion: float = 0.75,
+                  compat: str = "fixed", window: int = 16, frames_per_latent: int = 4) -> Plan:
+    """Partner prediction over ``min(sampling_seq_len, clip)`` frames, then joint generation of ``sampling_seq_len``
+    more frames from the last ``context_seq_len`` frames of it (spec 4.4). One token sequence holds both: phase 2
+    starts at the latent frame ``T_gt - Tc``, so the output is phase 1 without its last context frames followed by
+    phase 2. ``meta``: ``phase2_window`` (first window of phase 2), ``joint_phase_start`` (frames)."""
+    f = int(frames_per_latent)
+    pp = rolling_plan("partner_prediction", num_persons, clip_frames, driven, sampling_seq_len, context_seq_len,
+                      sampling_steps, schedule, offset_proportion, compat, window, f)
+    t_gt = int(pp.meta["gt_latent"])
+    joint = joint_plan(num_persons, sampling_seq_len, context_seq_len, sampling_steps, schedule, subseq_len,
+                       ar_seq_stride, offset_proportion, compat, window, f, task="joint")
+    offset = t_gt - joint.context_latent
+    arrays = {}
+    for k in PLAN_ARRAYS:
+        a, b = getattr(pp, k), getattr(joint, k)
+        if k == "window_start":
+            b = b + offset
+        elif k == "window_index":
+            b = b + pp.num_windows
+        elif k == "step":
+            b = b + pp.num_steps
+        arrays[k] = np.concatenate([a, b])
+    plan = Plan(task="pp2joint", schedule=schedule, compat=compat, sampling_steps=int(sampling_steps),
+                num_persons=pp.num_persons, window=pp.window, total_latent=offset + joint.total_latent,
+                context_latent=pp.context_latent, group_size=pp.group_size, frames_per_latent=f, **arrays)
+    plan.meta.update({"gt_latent": t_gt, "driven": pp.meta["driven"], "phase2_window": pp.num_windows,
+                      "phase2_start": offset, "joint_phase_start": t_gt * f})
     return plan

@@ -3,7 +3,8 @@
 * :func:`temporal_smoothing`: Laplacian smoothing of a window's interior latent frames (4.6);
 * :func:`postprocess_transforms`: ``ty = 0`` and re-orthonormalised rotations in every delta / partner transform,
   plus, in ``temporal`` root mode, partner transforms rewritten from the chained deltas (4.7);
-* :func:`reconstruct_roots`: world canonical frames and root poses of generated motion (4.8).
+* :func:`reconstruct_roots_reference` / :func:`reconstruct_roots_fixed`: world canonical frames and root poses of
+  generated motion (4.8).
 
 Tokens are ``[S, Tm, P, W]`` (normalised transforms); per-frame transforms ``[S, T, P, 9]`` (denormalised).
 ``compat="reference"`` reproduces the reference, ``"fixed"`` fixes its defects (see each function).
@@ -15,14 +16,22 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from magnet.geometry import matrix_to_rot6d, rot6d_to_matrix, tf9_compose, tf9_identity, tf9_inverse
+from magnet.geometry import (
+    matrix_to_rot6d,
+    rot6d_to_matrix,
+    tf9_compose,
+    tf9_identity,
+    tf9_inverse,
+    yaw_matrix,
+)
 from magnet.models.tokens import TF_DIM, TokenLayout, token_blocks_to_transforms
 from magnet.representation import PackedLayout
 
 __all__ = [
     "TransformStats",
     "postprocess_transforms",
-    "reconstruct_roots",
+    "reconstruct_roots_fixed",
+    "reconstruct_roots_reference",
     "temporal_smoothing",
 ]
 
@@ -142,50 +151,108 @@ def _rewrite_partners(delta: Tensor, partners: Tensor, c: int, compat: str, f: i
     return out
 
 
-def reconstruct_roots(delta: Tensor, canon_root: Tensor, partners: Tensor, gt_world_canon: Tensor,
-                      gt_world_root: Tensor, context_frames: int, mode: str, compat: str = "fixed",
-                      given: Tensor | None = None) -> tuple[Tensor, Tensor]:
-    """World canonical frames and root poses of generated motion (spec 4.8) -> ``(C[S, T, P, 9], root[S, T, P, 9])``.
+def reconstruct_roots_reference(delta: Tensor, canon_root: Tensor, gt_world_canon: Tensor, gt_world_root: Tensor,
+                                context_frames: int) -> tuple[Tensor, Tensor]:
+    """World canonical frames and roots as the reference's inference computes them (spec 4.8), whatever the root
+    mode: every person integrates its own deltas from the ground-truth canonical frame AT frame
+    ``context_frames`` (the delta of that frame is ignored); frames before it take the ground-truth root.
 
-    ``delta``, ``canon_root`` ``[S, T, P, 9]`` and ``partners`` ``[S, T, P, P-1, 9]`` are generated (denormalised);
-    ``gt_world_canon``, ``gt_world_root`` ``[B, Tg, P, 9]`` the ground truth (B = 1 or S; ``Tg > context_frames``);
-    frames before ``context_frames`` take the ground-truth root.
-
-    ``compat="reference"``: every person integrates its own deltas from the ground-truth canonical frame AT frame
-    ``context_frames`` (the delta of that frame is ignored), whatever ``mode`` says (the reference's inference
-    always uses ``temporal``). ``compat="fixed"``: integration starts from the last context frame, so the first
-    generated delta is used and no ground truth after the context is read; with ``mode="temporal_partner"``
-    person 0 is integrated and every partner placed at ``C_0(t) SP_0j(t)`` (no drift between persons).
-    ``given[P]`` (bool, fixed mode): persons whose ground truth is known over the whole sequence (driven persons)
-    keep their ground-truth root and canonical frame.
+    ``delta``, ``canon_root`` ``[S, T, P, 9]`` generated (denormalised); ``gt_world_canon``, ``gt_world_root``
+    ``[B, Tg, P, 9]`` (B = 1 or S, ``Tg > context_frames``) -> ``(C[S, T, P, 9], root[S, T, P, 9])``.
     """
     S, T, P, _ = delta.shape
     t0 = int(context_frames)
     dt = delta.dtype
     C = torch.empty_like(delta)
-    if compat == "reference":
-        start = gt_world_canon[:, t0].to(dt).expand(S, P, 9)
-        C[:, t0] = start
-        first = t0 + 1
-    else:
-        start = gt_world_canon[:, t0 - 1].to(dt).expand(S, P, 9)
-        C[:, t0 - 1] = start
-        first = t0
-    cur = start
-    for t in range(first, T):
+    cur = gt_world_canon[:, t0].to(dt).expand(S, P, 9)
+    C[:, t0] = cur
+    for t in range(t0 + 1, T):
         cur = tf9_compose(cur, delta[:, t])
         C[:, t] = cur
-    if compat == "fixed" and mode == "temporal_partner" and P > 1:
-        for j in range(1, P):
-            C[:, first:, j] = tf9_compose(C[:, first:, 0], partners[:, first:, 0, _partner_slot(0, j)])
     root = tf9_compose(C, canon_root)
-    ctx_end = min(t0, T)
-    n_gt = min(ctx_end, gt_world_root.shape[1])
+    n_gt = min(t0, gt_world_root.shape[1], T)
     root[:, :n_gt] = gt_world_root[:, :n_gt].to(dt)
     C[:, :n_gt] = gt_world_canon[:, :n_gt].to(dt)
-    if given is not None and bool(given.any()):
-        g = min(T, gt_world_root.shape[1])
-        idx = torch.nonzero(given).flatten()
-        root[:, :g, idx] = gt_world_root[:, :g, idx].to(dt)
-        C[:, :g, idx] = gt_world_canon[:, :g, idx].to(dt)
+    return C, root
+
+
+def _planar_fraction(E: Tensor, s: float) -> Tensor:
+    """A fraction ``s`` of the planar (yaw + x/z translation) transform ``E[..., 9]``: yaw ``s theta``, translation
+    ``s t``."""
+    R, t = rot6d_to_matrix(E[..., :6]), E[..., 6:9]
+    theta = torch.atan2(R[..., 0, 2], R[..., 0, 0])
+    Rs = yaw_matrix(theta * s).to(E.dtype)
+    return torch.cat([Rs[..., :, 0], Rs[..., :, 1], t * s], dim=-1)
+
+
+def reconstruct_roots_fixed(delta: Tensor, canon_root: Tensor, partners: Tensor, gt_world_canon: Tensor,
+                            gt_world_root: Tensor, known: Tensor, mode: str, anchor: int = 0,
+                            keyframes: bool = False) -> tuple[Tensor, Tensor]:
+    """World canonical frames and roots of generated motion, ``compat=fixed`` (spec 4.8 with its defects fixed).
+
+    ``delta``, ``canon_root`` ``[S, T, P, 9]``, ``partners`` ``[S, T, P, P-1, 9]`` generated (denormalised);
+    ``gt_world_canon``, ``gt_world_root`` ``[B, Tg, P, 9]`` (B = 1 or S); ``known[T', P]`` (bool): frames whose
+    ground truth is given (the context, driven persons, keyframes; frames from ``min(T', Tg)`` on are unknown). At known frames the canonical
+    frame and the root are the ground truth's; elsewhere each person integrates its own deltas from the previous
+    frame (``C(t) = C(t-1) Delta(t)``, so the first generated delta is used and no ground truth after the context is
+    read). ``mode="temporal_partner"``: a person other than ``anchor`` is placed at ``C_anchor(t) SP(t)`` (the
+    predicted transform from the anchor: no drift between persons) wherever it is not known.
+
+    ``keyframes=True`` (inbetweening): every person is integrated from each of its known frames towards the next
+    one, and the mismatch at the next known frame is spread linearly (yaw and translation) over the frames
+    between, so the trajectory passes every keyframe exactly; before the first known frame it is integrated
+    backwards.
+    """
+    S, T, P, _ = delta.shape
+    Tg = gt_world_canon.shape[1]
+    dt = delta.dtype
+    full = torch.zeros(T, P, dtype=torch.bool, device=delta.device)
+    n = min(T, Tg, known.shape[0])
+    full[:n] = known[:n]
+    known = full
+    gtc = gt_world_canon.to(dt)
+    C = torch.empty_like(delta)
+    if keyframes:
+        for p in range(P):
+            keys = torch.nonzero(known[:, p]).flatten().tolist()
+            if not keys:
+                raise ValueError(f"reconstruct_roots_fixed: person {p} has no known frame to start from")
+            k0 = keys[0]
+            C[:, k0, p] = gtc[:, k0, p].expand(S, 9)
+            for t in range(k0 - 1, -1, -1):
+                C[:, t, p] = tf9_compose(C[:, t + 1, p], tf9_inverse(delta[:, t + 1, p]))
+            for a, b in zip(keys, keys[1:] + [T]):
+                C[:, a, p] = gtc[:, a, p].expand(S, 9)
+                for t in range(a + 1, min(T, b)):
+                    C[:, t, p] = tf9_compose(C[:, t - 1, p], delta[:, t, p])
+                if b < T and b > a + 1:
+                    fwd_b = tf9_compose(C[:, b - 1, p], delta[:, b, p])
+                    err = tf9_compose(tf9_inverse(fwd_b), gtc[:, b, p].expand(S, 9))
+                    for t in range(a + 1, b):
+                        C[:, t, p] = tf9_compose(C[:, t, p], _planar_fraction(err, (t - a) / (b - a)))
+    else:
+        if not bool(known[0].all()):
+            raise ValueError("reconstruct_roots_fixed: the first frame must be known for every person")
+        for t in range(T):
+            if t == 0:
+                C[:, 0] = gtc[:, 0].expand(S, P, 9)
+                continue
+            step = tf9_compose(C[:, t - 1], delta[:, t])
+            if bool(known[t].any()):
+                step = torch.where(known[t][None, :, None], gtc[:, t].expand(S, P, 9), step)
+            C[:, t] = step
+        if mode == "temporal_partner" and P > 1:
+            for j in range(P):
+                if j == anchor:
+                    continue
+                free = ~known[:, j]
+                if not bool(free.any()):
+                    continue
+                placed = tf9_compose(C[:, :, anchor], partners[:, :, anchor, _partner_slot(anchor, j)])
+                C[:, :, j] = torch.where(free[None, :, None], placed, C[:, :, j])
+    root = tf9_compose(C, canon_root)
+    if bool(known.any()):
+        n = min(T, Tg)
+        root[:, :n] = torch.where(known[:n][None, :, :, None], gt_world_root[:, :n].to(dt).expand(S, -1, -1, -1),
+                                  root[:, :n])
     return C, root

@@ -30,8 +30,8 @@ from magnet.errors import ConfigError, DataError
 from magnet.evaluation.io import INF_CFG_NAME, write_inference_config, write_output_npz
 from magnet.sampling.checkpoint import read_checkpoint_info
 from magnet.sampling.config import SamplingConfig
-from magnet.sampling.plans import ROLLING_TASKS, Plan
-from magnet.sampling.tasks import check_request, plan_for
+from magnet.sampling.plans import Plan
+from magnet.sampling.tasks import DRIVEN_TASKS, check_request, plan_for
 
 __all__ = ["ClipRef", "SampleRun", "clip_seed", "list_clips", "sample_directory"]
 
@@ -201,7 +201,7 @@ def sample_directory(ckpt: str | os.PathLike, out_dir: str | os.PathLike, config
     cache: dict[int, Plan] = {}
     for ref in refs:
         check_request(config, P, ref.frames, ref.persons, where=f"clip {ref.name} ({ref.hdf5.name})")
-        key = ref.frames if config.task in ROLLING_TASKS else -1  # joint plans do not depend on the clip
+        key = ref.frames if config.task in DRIVEN_TASKS else -1  # the others do not depend on the clip
         if key not in cache:
             cache[key] = plan_for(config, P, ref.frames)
         plans[ref.out_name] = cache[key]

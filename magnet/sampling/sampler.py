@@ -31,7 +31,7 @@ import torch
 from torch import Tensor
 
 from magnet.errors import ConfigError, DataError
-from magnet.geometry import matrix_to_quat, rot6d_to_matrix, tf9_identity, tf9_to_tf7
+from magnet.geometry import matrix_to_quat, rot6d_to_matrix, tf9_identity, tf9_inverse, tf9_to_tf7
 from magnet.models.diffusion import DiscreteDiffusion
 from magnet.models.tokens import make_tokens, token_blocks_to_transforms, unpack_tokens
 from magnet.models.vqvae import fold_persons, unfold_persons, vqvae_inputs
@@ -39,11 +39,12 @@ from magnet.representation import MotionStats, PackedLayout, num_persons_for_dim
 from magnet.sampling.checkpoint import GenerationModels, load_generation_models
 from magnet.sampling.config import SamplingConfig
 from magnet.sampling.guidance import Guidance
-from magnet.sampling.plans import ROLLING_TASKS, Plan
+from magnet.sampling.plans import CHAIN_TASKS, ROLLING_TASKS, Plan
 from magnet.sampling.postprocess import (
     TransformStats,
     postprocess_transforms,
-    reconstruct_roots,
+    reconstruct_roots_fixed,
+    reconstruct_roots_reference,
     temporal_smoothing,
 )
 from magnet.sampling.tasks import WINDOW_LATENT, check_request, plan_for
@@ -95,7 +96,7 @@ class Samples:
             "betas": betas.cpu().numpy(), "T_world_root": root.cpu().numpy(),
             "body_joint_rotations": body.cpu().numpy(), "context_timesteps": self.context_frames,
             "timesteps": T, "gt_timesteps": min(int(self.gt.shape[1]), T), "mode": self.config.task,
-            "joint_phase_start_timesteps": -1,
+            "joint_phase_start_timesteps": int(self.plan.meta.get("joint_phase_start", -1)),
         }
 
 
@@ -173,6 +174,11 @@ class Sampler:
 
     def prepare_clip(self, clip: Any) -> Tensor:
         """Raw packed clip ``[T, P_clip, D(P_clip)]`` -> normalised ``[T, P, D(P)]`` (its first P persons)."""
+        return self.stats.normalise(self.select_clip(clip))
+
+    def select_clip(self, clip: Any) -> Tensor:
+        """Raw packed clip ``[T, P_clip, D(P_clip)]`` -> raw ``[T, P, D(P)]`` float32 (its first P persons, partner
+        blocks rebuilt for them), checked."""
         x = clip if isinstance(clip, Tensor) else torch.as_tensor(np.asarray(clip))
         if x.dim() != 3:
             raise DataError(f"context clip has shape {tuple(x.shape)}; expected [T, P, D] packed motion")
@@ -183,10 +189,8 @@ class Sampler:
             raise DataError("context clip holds NaN or Inf values")
         x = x.to(self.device, torch.float32)
         if p_clip != self.num_persons:
-            x = self.stats.normalise(x)
             x = select_persons(x, list(range(self.num_persons)))
-            return x
-        return self.stats.normalise(x)
+        return x
 
     def encode(self, x_norm: Tensor) -> Tensor:
         """Clean tokens ``[B, Tz, P, W]`` of normalised frames ``x_norm[B, T, P, D]`` (T a multiple of 4)."""
@@ -210,26 +214,42 @@ class Sampler:
 
     def _step(self, x: Tensor, levels: Tensor, next_levels: Tensor, context: Tensor, progress: float,
               cfg: SamplingConfig, guidance: Guidance, generator: torch.Generator | None,
-              rows: Tensor | None = None) -> Tensor:
+              rows: Tensor | None = None, step: int = 0) -> tuple[Tensor, Tensor]:
         """One network call (with the CFG composition), x0 guidance and one denoising step on the window
-        ``x[S, Tm, P, W]``; ``context[Tm, P]`` marks the tokens the CFG masking modes act on. ``rows``: the flat
-        token indices whose new value is kept (the network computes only those when no x0 guidance runs, since
-        guidance decodes every token's prediction)."""
-        if any(guidance.active(progress)):
+        ``x[S, Tm, P, W]`` -> ``(stepped window, x0 prediction)``; ``context[Tm, P]`` marks the tokens the CFG
+        masking modes act on. ``rows``: the flat token indices whose new value is kept (the network computes only
+        those when no x0 guidance runs, since guidance decodes every token's prediction; the other rows of the
+        returned x0 are then 0)."""
+        if any(guidance.active(progress, step)):
             rows = None
-        out, calls = guidance.network(x, levels, context, generator, rows)
+        with self._precision(cfg):
+            out, calls = guidance.network(x, levels, context, generator, rows)
+        out = out.float()
         self.network_calls += calls
         x0, eps = self.diffusion.model_predictions(out, x, levels)
         pred_x0 = self.diffusion.objective == "pred_x0"
         # the reference applies x0 guidance only with the pred_x0 objective (it keeps the raw output otherwise)
-        guided = guidance.guide(x0, progress) if pred_x0 or cfg.compat == "fixed" else x0
+        if pred_x0 or cfg.compat == "fixed":
+            with self._precision(cfg):
+                guided = guidance.guide(x0, progress, step)  # x0 itself when no guidance runs at this step
+        else:
+            guided = x0
         if guided is not x0 or pred_x0:
             x0, eps = guided, None  # the noise implied by the (guided) x0 at the clamped level, inside the step
         if cfg.denoising_process == "ddpm":
             if cfg.compat == "reference":
-                return self._ddpm_reference(x, levels, next_levels, x0, generator)
-            return self.diffusion.ddim_step(x, levels, next_levels, x0, eps, eta=1.0, generator=generator)
-        return self.diffusion.ddim_step(x, levels, next_levels, x0, eps, eta=float(cfg.ddim_eta), generator=generator)
+                return self._ddpm_reference(x, levels, next_levels, x0, generator), x0
+            return self.diffusion.ddim_step(x, levels, next_levels, x0, eps, eta=1.0, generator=generator), x0
+        eta = float(cfg.ddim_eta)
+        return self.diffusion.ddim_step(x, levels, next_levels, x0, eps, eta=eta, generator=generator), x0
+
+    def _precision(self, cfg: SamplingConfig):
+        """bfloat16 autocast for the networks when ``cfg.precision == "bf16"`` (a no-op context for fp32)."""
+        import contextlib
+
+        if cfg.precision == "bf16":
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
 
     def _ddpm_reference(self, x: Tensor, levels: Tensor, next_levels: Tensor, x0: Tensor,
                         generator: torch.Generator | None) -> Tensor:
@@ -279,8 +299,8 @@ class Sampler:
         if raw.dim() != 3:
             raise DataError(f"context clip has shape {tuple(raw.shape)}; expected [T, P, D] packed motion")
         self.check(cfg, int(raw.shape[0]), int(raw.shape[1]))
-        gt_norm = self.prepare_clip(raw)[None]
-        return self._generate(gt_norm, cfg, seed, noise, joints, progress)
+        gt_raw = self.select_clip(raw)[None]
+        return self._generate(self.stats.normalise(gt_raw), cfg, seed, noise, joints, progress, gt_raw)
 
     @torch.no_grad()
     def generate_windows(self, windows: Tensor, seed: int = 0, joints: bool = True,
@@ -300,8 +320,9 @@ class Sampler:
         return self._generate(windows.to(self.device, torch.float32), cfg, seed, None, joints, None)
 
     def _generate(self, gt_norm: Tensor, cfg: SamplingConfig, seed: int, noise: Tensor | None, joints: bool,
-                  progress: Callable[[int, int], None] | None) -> Samples:
-        """``gt_norm[B, T, P, D]`` normalised ground truth, B = 1 (shared by every sample) or B = S."""
+                  progress: Callable[[int, int], None] | None, gt_raw: Tensor | None = None) -> Samples:
+        """``gt_norm[B, T, P, D]`` normalised ground truth, B = 1 (shared by every sample) or B = S; ``gt_raw`` the
+        same before normalisation (default: denormalised back)."""
         plan = self.plan(cfg, int(gt_norm.shape[1]))
         S, P, W = cfg.sampling_num, self.num_persons, self.token_layout.width
         shape = (S, plan.total_latent, P, W)
@@ -315,94 +336,294 @@ class Sampler:
             xs = noise.to(self.device, torch.float32).clone()
         calls_before = self.network_calls
         tokens, given = self._run_plan(xs, gt_norm, plan, cfg, generator, progress)
-        return self._finish(tokens, given, gt_norm, plan, cfg, joints, self.network_calls - calls_before)
+        return self._finish(tokens, given, gt_norm, plan, cfg, joints, self.network_calls - calls_before, gt_raw=gt_raw)
 
-    def _gt_tokens(self, gt_norm: Tensor, total_latent: int) -> Tensor:
-        """Clean tokens ``[B, total_latent, P, W]`` of the ground truth ``gt_norm[B, T, P, D]`` (padded by repeating
-        its last frame, identity delta, when it is shorter)."""
-        f = self.frames_per_latent
-        frames = min(gt_norm.shape[1] // f * f, total_latent * f)
-        x = gt_norm[:, :frames]
-        if frames < total_latent * f:
-            raw = self.stats.denormalise(x)
-            x = self.stats.normalise(torch.stack([pad_frames(r, total_latent * f, self.packed_layout) for r in raw]))
-        return self.encode(x)
+    def live(self, context: Any, driven: tuple[int, ...] = (0,), num_samples: int = 1, seed: int = 0,
+             noise: Tensor | None = None, joints: bool = True, **overrides: Any):
+        """A streaming ``motion_control_live`` session (:class:`magnet.sampling.live.LiveSession`): ``context`` holds
+        the opening frames of every person (raw packed, at least ``context_seq_len``); then ``push`` the driven
+        persons' frames as they arrive and receive every person's motion for the same span."""
+        from magnet.sampling.live import LiveSession
+
+        cfg = SamplingConfig.for_task("motion_control_live", sampling_num=int(num_samples), driven=tuple(driven),
+                                      **overrides)
+        return LiveSession(self, context, cfg, seed=seed, noise=noise, joints=joints)
+
+    # ------------------------------------------------------------------------------------------ ground truth
+
+    def _gt_source(self, gt_norm: Tensor, plan: Plan, cfg: SamplingConfig) -> Callable[[int, int], Tensor | None]:
+        """``window(start, window_index) -> [B, Tm, P, W] | None``: the clean ground-truth tokens a window injects
+        (rolling tasks: the driven persons and the first context; inbetweening: the keyframes)."""
+        f, tm, T = self.frames_per_latent, self.window, plan.total_latent
+        task = cfg.task
+        if task == "inbetweening":
+            keys = self._keyframe_tokens(gt_norm, plan, cfg)
+            return lambda ws, w: keys[:, ws:ws + tm]
+        if task not in ROLLING_TASKS and task != "pp2joint":
+            return lambda ws, w: None
+        phase2 = int(plan.meta.get("phase2_window", 1 << 30))
+        t_gt = int(plan.meta["gt_latent"])
+        if cfg.compat == "reference":
+            # the reference encodes the ground truth of T_gt latent frames at once and pads it with zero tokens
+            full = self.encode(gt_norm[:, : t_gt * f])
+            pad = full.new_zeros(full.shape[0], max(T - t_gt, 0), *full.shape[2:])
+            full = torch.cat([full, pad], dim=1)
+            return lambda ws, w: None if w >= phase2 else full[:, ws:ws + tm]
+        cache: dict[int, Tensor] = {}
+        tc = plan.context_latent
+        generated = [p for p in range(self.num_persons) if p not in plan.meta.get("driven", [])]
+
+        def window(ws: int, w: int) -> Tensor | None:
+            # each window's ground truth encoded from that window's frames only, as in training; the opening
+            # context of the generated persons from the context frames alone (never from frames after it)
+            if w >= phase2:
+                return None
+            if ws not in cache:
+                tokens = self.encode(gt_norm[:, ws * f:(ws + tm) * f])
+                if ws == 0 and tc:
+                    ctx = self.encode(gt_norm[:, : tc * f])
+                    tokens[:, :tc, generated] = ctx[:, :, generated]
+                cache[ws] = tokens
+            return cache[ws]
+
+        return window
+
+    def _keyframe_tokens(self, gt_norm: Tensor, plan: Plan, cfg: SamplingConfig) -> Tensor:
+        """Clean tokens of the keyframes ``[B, Tz, P, W]`` (zeros elsewhere): each keyframe's 4-frame chunk is
+        encoded on its own; the reference takes frames ``[f, f + 4)``, ``compat=fixed`` the latent frame holding
+        ``f`` (frames ``4 (f // 4) ...``); the transforms are the ground truth's of that latent frame."""
+        f, T = self.frames_per_latent, plan.total_latent
+        B = gt_norm.shape[0]
+        out = gt_norm.new_zeros(B, T, self.num_persons, self.token_layout.width)
+        frames = gt_norm.shape[1]
+        whole = gt_norm[:, : min(frames, T * f) // f * f]
+        blocks = make_tokens(whole, whole.new_zeros(B, whole.shape[1] // f, self.num_persons,
+                                                    self.token_layout.latent_dim), self.packed_layout)
+        for key in plan.meta["keyframes"]:
+            k = key // f
+            first = key if cfg.compat == "reference" else k * f
+            chunk = gt_norm[:, first:first + f]
+            if chunk.shape[1] < f:  # the reference reads 3 frames past a keyframe at the end: repeat the last
+                chunk = torch.cat([chunk, chunk[:, -1:].expand(-1, f - chunk.shape[1], -1, -1)], dim=1)
+            token = self.encode(chunk)[:, 0]                                            # [B, P, W]
+            token[..., self.token_layout.transforms] = blocks[:, k, :, self.token_layout.transforms]
+            out[:, k] = token
+        return out
+
+    def _driven_partners(self, gt_win: Tensor, ref: Tensor, driven: list[int]) -> Tensor:
+        """``gt_win[S, Tm, P, W]`` with every driven person's partner transforms toward a generated person replaced
+        by the inverse of that person's transform toward the driven one in ``ref`` (the latest prediction): the
+        ground truth says where the driven person is, not where the generated partner is (``compat=fixed``)."""
+        lay, f = self.token_layout, self.frames_per_latent
+        S, tm, P, _ = gt_win.shape
+        out = gt_win.clone()
+        ts = self.tstats
+        for g in range(P):
+            if g in driven:
+                continue
+            for d in driven:
+                src = ref[:, :, g, lay.partner(_slot(g, d))].reshape(S, tm, f, 9) * ts.partner_std + ts.partner_mean
+                inv = (tf9_inverse(src) - ts.partner_mean) / ts.partner_std
+                out[:, :, d, lay.partner(_slot(d, g))] = inv.reshape(S, tm, f * 9).to(out.dtype)
+        return out
+
+    def _given(self, plan: Plan, cfg: SamplingConfig) -> Tensor:
+        """``[T, P]`` bool: tokens that are ground truth (the context, driven persons, keyframes)."""
+        T, P = plan.total_latent, self.num_persons
+        given = torch.zeros(T, P, dtype=torch.bool, device=self.device)
+        if cfg.task == "inbetweening":
+            for key in plan.meta["keyframes"]:
+                given[key // self.frames_per_latent] = True
+            return given
+        given[: plan.context_latent] = True
+        driven = list(plan.meta.get("driven", []))
+        if driven:
+            given[: int(plan.meta["gt_latent"]), driven] = True
+        return given
+
+    def _after_window(self, cfg: SamplingConfig, plan: Plan, window: int) -> tuple[bool, bool]:
+        """``(smooth, post-process)`` after a finished window (spec 4.4: partner prediction and its phase in
+        pp2joint do neither; the reference's inbetweening skips the post-processing of its window)."""
+        if cfg.task == "partner_prediction":
+            return False, False
+        if cfg.task == "pp2joint" and window < int(plan.meta["phase2_window"]):
+            return False, False
+        smooth, post = cfg.use_temporal_smoothing, cfg.is_update_history_transforms
+        if cfg.task == "inbetweening" and cfg.compat == "reference":
+            post = False
+        return smooth and window >= cfg.temporal_smoothing_start_step, post
+
+    # ------------------------------------------------------------------------------------------ rollout
 
     def _run_plan(self, xs: Tensor, gt_norm: Tensor, plan: Plan, cfg: SamplingConfig,
                   generator: torch.Generator, progress: Callable[[int, int], None] | None) -> tuple[Tensor, Tensor]:
         """Denoise ``xs[S, T, P, W]`` window by window along ``plan`` with the ground truth ``gt_norm[B, Tg, P, D]``
-        (B = 1 or S) -> ``(tokens, given[T, P])`` where ``given`` marks ground-truth tokens (context, driven
-        persons)."""
-        S, T, P, _ = xs.shape
+        (B = 1 or S) -> ``(tokens, given[T, P])`` where ``given`` marks ground-truth tokens."""
+        S, _, P, _ = xs.shape
         tm, tc = self.window, plan.context_latent
         dev = self.device
-        rolling = cfg.task in ROLLING_TASKS
-        gt_tok = self._gt_tokens(gt_norm, T) if rolling else self.encode(gt_norm[:, : tc * self.frames_per_latent])
-        xs[:, :tc] = gt_tok[:, :tc]
-        given = torch.zeros(T, P, dtype=torch.bool, device=dev)
-        given[:tc] = True
-        if rolling:
-            given[:, list(plan.meta.get("driven", []))] = True
-        eps_driven = torch.randn(xs.shape, generator=generator, device=dev) if plan.driven.any() else None
-        lv_all = torch.as_tensor(plan.levels, dtype=torch.long, device=dev)
-        nx_all = torch.as_tensor(plan.next_levels, dtype=torch.long, device=dev)
-        ctx_all = torch.as_tensor(plan.context, device=dev)
-        inj_all = torch.as_tensor(plan.inject, device=dev)
-        drv_all = torch.as_tensor(plan.driven, device=dev)
-        # tokens whose value the step keeps: not context, level changes, not overwritten by ground truth after
-        keep_out = ~ctx_all & (lv_all != nx_all) & ~drv_all & ~inj_all
-        fixed = cfg.compat == "fixed"
-        after_window = cfg.task != "partner_prediction"
+        run = _PlanTensors(plan, dev, self.prune_rows)
         guidance = Guidance(self.dfot, self.vqvae, self.token_layout, cfg, gt_norm[:, 0, :, self.packed_layout.betas])
-        positions = torch.arange(tm, device=dev)[:, None].expand(tm, P)
-        done, total = 0, plan.num_steps
-        for calls in plan.window_calls():
+        if cfg.task == "joint" or cfg.task in CHAIN_TASKS:  # the others inject their ground truth per window
+            xs[:, :tc] = self.encode(gt_norm[:, : tc * self.frames_per_latent])
+        if cfg.task in CHAIN_TASKS:
+            tokens = self._run_chains(xs, plan, cfg, run, guidance, generator, progress)
+            self.decoder_calls += guidance.decoder_calls
+            return tokens, self._given(plan, cfg)
+        gt_window = self._gt_source(gt_norm, plan, cfg)
+        given = self._given(plan, cfg)
+        eps_driven = torch.randn(xs.shape, generator=generator, device=dev) if plan.driven.any() else None
+        fixed = cfg.compat == "fixed"
+        driven = list(plan.meta.get("driven", []))
+        derive = fixed and bool(driven)
+        for w, calls in enumerate(plan.window_calls()):
             ws = int(plan.window_start[calls[0]])
+            ctx_len = int(plan.context_len[calls[0]])
             win = xs[:, ws:ws + tm].clone()
-            gt_win = gt_tok[:, ws:ws + tm] if rolling else None
+            gt_win = gt_window(ws, w)
+            if gt_win is not None and derive:
+                first = run.inject[calls[0]][None, :, :, None]
+                start_win = torch.where(first, gt_win, win)  # the window as its first call will see it
+                gt_win = self._driven_partners(gt_win.expand(S, -1, -1, -1), _hold_context(start_win, ctx_len),
+                                               driven)
             for n in calls:
-                lv = lv_all[n].expand(S, tm, P)
-                nx = nx_all[n].expand(S, tm, P)
-                if rolling and bool(inj_all[n].any()):
-                    win = torch.where(inj_all[n][None, :, :, None], gt_win[None], win)
-                if fixed:
-                    cfg_ctx, ratio = ctx_all[n], float(plan.step[n]) / total
-                else:  # the reference: the first context_len latent frames; progress counts network calls
-                    cfg_ctx, ratio = positions < int(plan.context_len[n]), float(n) / total
-                rows = torch.nonzero(keep_out[n].flatten()).flatten() if self.prune_rows else None
-                new = self._step(win, lv, nx, cfg_ctx, ratio, cfg, guidance, generator, rows)
-                win = torch.where(ctx_all[n][None, :, :, None], win, new)
-                if rolling:
-                    if bool(drv_all[n].any()):
-                        noised = self.diffusion.q_sample(gt_win.expand_as(win), nx, eps_driven[:, ws:ws + tm])
-                        win = torch.where(drv_all[n][None, :, :, None], noised, win)
-                    if bool(inj_all[n].any()):
-                        win = torch.where(inj_all[n][None, :, :, None], gt_win, win)
-                done += 1
-                if progress is not None:
-                    progress(done, total)
+                if gt_win is not None and run.has_inject[n]:
+                    win = torch.where(run.inject[n][None, :, :, None], gt_win, win)
+                new, x0 = self._call(win, n, plan, cfg, run, guidance, generator)
+                win = torch.where(run.context[n][None, :, :, None], win, new)
+                if gt_win is not None:
+                    if derive:  # the driven persons' transforms toward the generated ones follow the prediction
+                        ref = torch.where(run.keep[n][None, :, :, None], x0, win)
+                        gt_win = self._driven_partners(gt_win, ref, driven)
+                    if run.has_driven[n]:
+                        noised = self.diffusion.q_sample(gt_win.expand_as(win), run.next_levels[n].expand(S, tm, P),
+                                                         eps_driven[:, ws:ws + tm])
+                        win = torch.where(run.driven[n][None, :, :, None], noised, win)
+                    if run.has_inject[n]:
+                        win = torch.where(run.inject[n][None, :, :, None], gt_win, win)
+                run.tick(progress)
+            smooth, post = self._after_window(cfg, plan, w)
             keep = given[ws:ws + tm] if fixed else None
-            if after_window and cfg.use_temporal_smoothing:
+            if smooth:
                 win = temporal_smoothing(win, float(cfg.temporal_smoothing_strength), keep)
-            if after_window and cfg.is_update_history_transforms:
-                win = postprocess_transforms(win, self.token_layout, self.tstats, int(plan.context_len[calls[0]]),
+            if post:
+                win = postprocess_transforms(win, self.token_layout, self.tstats, ctx_len,
                                              cfg.root_transform_mode == "temporal", cfg.compat, keep)
             xs[:, ws:ws + tm] = win
         self.decoder_calls += guidance.decoder_calls
-        if rolling:
-            t_gt = int(plan.meta.get("gt_latent", T))
+        if cfg.task in ROLLING_TASKS:
+            t_gt = int(plan.meta["gt_latent"])
             return xs[:, :t_gt], given[:t_gt]
         return xs, given
 
-    def _finish(self, tokens: Tensor, given: Tensor, gt_norm: Tensor, plan: Plan, cfg: SamplingConfig,
-                joints: bool, calls: int) -> Samples:
-        """Decode, assemble packed motion, reconstruct the world roots."""
+    def _call(self, win: Tensor, n: int, plan: Plan, cfg: SamplingConfig, run: _PlanTensors, guidance: Guidance,
+              generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        """Network call ``n`` of the plan on the window ``win`` -> ``(stepped window (not yet masked), x0)``."""
+        S, tm, P, _ = win.shape
+        lv = run.levels[n].expand(S, tm, P)
+        nx = run.next_levels[n].expand(S, tm, P)
+        if cfg.compat == "fixed":
+            cfg_ctx, ratio = run.context[n], float(plan.step[n]) / run.total_steps
+        else:  # the reference: the first context_len latent frames; progress counts network calls
+            cfg_ctx, ratio = run.positions < int(plan.context_len[n]), float(n) / run.total_steps
+        return self._step(win, lv, nx, cfg_ctx, ratio, cfg, guidance, generator, run.rows(n), int(plan.step[n]))
+
+    def _run_chains(self, xs: Tensor, plan: Plan, cfg: SamplingConfig, run: _PlanTensors, guidance: Guidance,
+                    generator: torch.Generator, progress: Callable[[int, int], None] | None) -> Tensor:
+        """The two-chain tasks (spec 4.4): chains A (the output) and B start from the same context; see
+        :func:`magnet.sampling.plans.chain_plan` for what each call does."""
+        tm = self.window
+        xa = xs
+        xb = torch.randn(xs.shape, generator=generator, device=self.device)
+        xb[:, : plan.context_latent] = xs[:, : plan.context_latent]
+        turn = cfg.task == "agentic_turn_taking"
+        n = 0
+        while n < plan.num_calls:
+            ws = int(plan.window_start[n])
+            ids = [n]
+            while n + len(ids) < plan.num_calls and plan.step[n + len(ids)] == plan.step[n]:
+                ids.append(n + len(ids))
+            wa, wb = xa[:, ws:ws + tm], xb[:, ws:ws + tm]
+            S, _, P, W = wa.shape
+            if turn:
+                na, nb = ids
+                new_a, _ = self._call(wa, na, plan, cfg, run, guidance, generator)
+                wa.copy_(torch.where(run.context[na][None, :, :, None], wa, new_a))
+                p = int(plan.pointer[na])
+                fa, fb = wa.reshape(S, tm * P, W), wb.reshape(S, tm * P, W)
+                if p >= 0:
+                    fb[:, p] = fa[:, p]
+                new_b, _ = self._call(wb, nb, plan, cfg, run, guidance, generator)
+                wb.copy_(torch.where(run.context[nb][None, :, :, None], wb, new_b))
+                q = int(plan.pointer[nb])
+                if 0 <= q < tm * P:
+                    fa[:, q] = fb[:, q]
+            else:
+                na, nb = ids[0], ids[1]
+                new_a, _ = self._call(wa, na, plan, cfg, run, guidance, generator)
+                new_b, _ = self._call(wb, nb, plan, cfg, run, guidance, generator)
+                ctx = run.context[na][None, :, :, None]
+                wa.copy_(torch.where(ctx, wa, new_a))
+                wb.copy_(torch.where(ctx, wb, new_b))
+                # each chain adopts the other's clean tokens of its own person (A: person 1, B: person 0)
+                wa[:, :, 1] = torch.where(ctx[:, :, 1], wb[:, :, 1], new_a[:, :, 1])
+                wb[:, :, 0] = torch.where(ctx[:, :, 0], wa[:, :, 0], new_b[:, :, 0])
+                if len(ids) > 2:  # the reference's third call on B, whose result it discards
+                    self._call(wb, ids[2], plan, cfg, run, guidance, generator)
+            run.tick(progress)
+            n += len(ids)
+        return xa
+
+    def _known_frames(self, plan: Plan, cfg: SamplingConfig, T: int, gt_frames: int) -> tuple[Tensor, Tensor]:
+        """``(known, copy)`` ``[min(T, Tg), P]`` bool for ``compat=fixed``: ``copy`` = frames output as the ground
+        truth (driven persons over the ground-truth span, keyframes), ``known`` = ``copy`` plus the context frames
+        (ground-truth roots)."""
+        n, P, f = min(T, gt_frames), self.num_persons, self.frames_per_latent
+        copy = torch.zeros(n, P, dtype=torch.bool, device=self.device)
+        known = torch.zeros(n, P, dtype=torch.bool, device=self.device)
+        if cfg.task == "inbetweening":
+            for key in plan.meta["keyframes"]:
+                if key < n:
+                    copy[key] = True
+        else:
+            known[: cfg.context_seq_len] = True
+            driven = list(plan.meta.get("driven", []))
+            if driven:
+                copy[: int(plan.meta["gt_latent"]) * f, driven] = True
+        return known | copy, copy
+
+    @torch.no_grad()
+    def _reference_keyframe_decode(self, value: Tensor, tokens: Tensor, gt_norm: Tensor, plan: Plan,
+                                   cfg: SamplingConfig, betas_norm: Tensor) -> Tensor:
+        """The reference's inbetweening: frames ``[f, f + 4)`` of each keyframe that fits are replaced by the
+        decoding (without snapping) of the keyframe's own latent."""
+        f, T = self.frames_per_latent, value.shape[1]
+        S, _, P, _ = tokens.shape
+        keys = self._keyframe_tokens(gt_norm, plan, cfg)
+        out = value.clone()
+        for key in plan.meta["keyframes"]:
+            if key + f > T:
+                continue
+            k = key // f
+            z = keys[:, k:k + 1, :, self.token_layout.pose_latent].expand(S, -1, -1, -1)
+            delta = tokens[:, k:k + 1, :, self.token_layout.delta]
+            cond = torch.cat([betas_norm.to(tokens)[:, None].expand(S, 1, P, -1), delta], dim=-1)
+            dec = unfold_persons(self.vqvae.decode_wo_quantize(fold_persons(z).contiguous(), fold_persons(cond)), P)
+            out[:, key:key + f] = dec
+        return out
+
+    def _finish(self, tokens: Tensor, given: Tensor | None, gt_norm: Tensor, plan: Plan, cfg: SamplingConfig,
+                joints: bool, calls: int, roots: bool = True, gt_raw: Tensor | None = None) -> Samples:
+        """Decode, assemble packed motion, reconstruct the world roots (``roots=False``: the caller places it)."""
         S, tz, P, _ = tokens.shape
         lay = self.packed_layout
         f = self.frames_per_latent
         T = tz * f
+        fixed = cfg.compat == "fixed"
         betas_norm = gt_norm[:, 0, :, lay.betas]                                       # [B, P, 10]
         value = self.decode(tokens, betas_norm)                                        # [S, T, P, 135]
+        if cfg.task == "inbetweening" and not fixed:
+            value = self._reference_keyframe_decode(value, tokens, gt_norm, plan, cfg, betas_norm)
         delta_n, partners_n = token_blocks_to_transforms(tokens[..., self.token_layout.delta],
                                                          tokens[..., self.token_layout.partners], f)
         x = torch.zeros(S, T, P, lay.dim, device=self.device)
@@ -414,18 +635,76 @@ class Sampler:
         x[..., lay.mask] = 1.0
         motion = self.stats.denormalise(x)
         motion[..., lay.hand_rot] = tf9_identity((S, T, P, 30), device=self.device)[..., :6].reshape(S, T, P, 180)
-        gt_raw = self.stats.denormalise(gt_norm)
+        gt_raw = self.stats.denormalise(gt_norm) if gt_raw is None else gt_raw.to(gt_norm.dtype)
         gt_canon = gt_raw[..., lay.world_canon]
         gt_root = gt_raw[..., lay.world_root]
         partners = motion[..., lay.partners].reshape(S, T, P, P - 1, 9)
-        driven = torch.zeros(P, dtype=torch.bool, device=self.device)
-        if cfg.compat == "fixed" and cfg.task in ROLLING_TASKS:
-            driven[list(cfg.driven)] = True
-        C, root = reconstruct_roots(motion[..., lay.delta], motion[..., lay.canon_root], partners, gt_canon, gt_root,
-                                    cfg.context_seq_len, cfg.root_transform_mode, cfg.compat, driven)
+        context = cfg.context_seq_len
+        if not roots:
+            return Samples(motion=motion, world_root=motion[..., lay.world_root], joints=None, tokens=tokens,
+                           gt=gt_raw, plan=plan, context_frames=context, network_calls=calls, config=cfg)
+        if fixed:
+            known, copy = self._known_frames(plan, cfg, T, int(gt_raw.shape[1]))
+            anchor = min(plan.meta.get("driven", [0]) or [0])
+            C, root = reconstruct_roots_fixed(motion[..., lay.delta], motion[..., lay.canon_root], partners,
+                                              gt_canon, gt_root, known, cfg.root_transform_mode, anchor,
+                                              keyframes=cfg.task == "inbetweening")
+        else:
+            t0 = context if context > 0 else f  # the reference's inference uses 4 frames when the context is 0
+            C, root = reconstruct_roots_reference(motion[..., lay.delta], motion[..., lay.canon_root], gt_canon,
+                                                  gt_root, t0)
         motion[..., lay.world_canon] = C
         motion[..., lay.world_root] = root
+        if fixed and bool(copy.any()):  # the given ground truth (driven persons, keyframes) is output as given
+            n = copy.shape[0]
+            motion[:, :n] = torch.where(copy[None, :, :, None], gt_raw[:, :n].to(motion.dtype), motion[:, :n])
+            root = motion[..., lay.world_root]
         world = world_joints(motion, self.body_model) if joints else None
-        return Samples(motion=motion, world_root=root, joints=world, tokens=tokens,
-                       gt=self.stats.denormalise(gt_norm), plan=plan, context_frames=cfg.context_seq_len,
-                       network_calls=calls, config=cfg)
+        ctx_frames = 0 if cfg.task == "inbetweening" and fixed else context
+        return Samples(motion=motion, world_root=root, joints=world, tokens=tokens, gt=gt_raw, plan=plan,
+                       context_frames=ctx_frames, network_calls=calls, config=cfg)
+
+
+def _slot(i: int, j: int) -> int:
+    """Index of person ``j`` among person ``i``'s partners (ascending, self skipped)."""
+    return j if j < i else j - 1
+
+
+def _hold_context(win: Tensor, ctx_len: int) -> Tensor:
+    """``win[S, Tm, P, W]`` with every latent frame from ``ctx_len`` on replaced by the last context frame: the best
+    guess of the generated persons' transforms before the first prediction."""
+    if not 0 < ctx_len < win.shape[1]:
+        return win
+    out = win.clone()
+    out[:, ctx_len:] = win[:, ctx_len - 1:ctx_len]
+    return out
+
+
+class _PlanTensors:
+    """A plan's per-call arrays as tensors on the sampler's device, and the step counter for progress."""
+
+    def __init__(self, plan: Plan, device: torch.device, prune_rows: bool):
+        self.levels = torch.as_tensor(plan.levels, dtype=torch.long, device=device)
+        self.next_levels = torch.as_tensor(plan.next_levels, dtype=torch.long, device=device)
+        self.context = torch.as_tensor(plan.context, device=device)
+        self.inject = torch.as_tensor(plan.inject, device=device)
+        self.driven = torch.as_tensor(plan.driven, device=device)
+        self.has_inject = plan.inject.reshape(plan.num_calls, -1).any(axis=1).tolist()
+        self.has_driven = plan.driven.reshape(plan.num_calls, -1).any(axis=1).tolist()
+        # tokens whose value a step keeps: not context, level changes, not overwritten by ground truth after it
+        self.keep = ~self.context & (self.levels != self.next_levels) & ~self.driven & ~self.inject
+        self.prune = prune_rows
+        self.total_steps = max(plan.num_steps, 1)
+        tm, P = plan.window, plan.num_persons
+        self.positions = torch.arange(tm, device=device)[:, None].expand(tm, P)
+        self.done = 0
+
+    def rows(self, n: int) -> Tensor | None:
+        return torch.nonzero(self.keep[n].flatten()).flatten() if self.prune else None
+
+    def tick(self, progress: Callable[[int, int], None] | None) -> None:
+        """One denoising step done."""
+        self.done += 1
+        if progress is not None:
+            progress(self.done, self.total_steps)
+
