@@ -19,6 +19,7 @@ VQVAE_CKPT ?=     # train-dfot: the stage-1 vqvae.safetensors (or its run direct
 CKPT ?=           # sample: the DFoT run directory, dfot.safetensors or last.ckpt
 TASK ?=           # sample: task=<name> (conf/task/); empty: joint
 SCHEDULE ?=       # sample: schedule=<name> (conf/schedule/); empty: the task's own
+SAMPLING ?=       # sample: sampling=default | fast (conf/sampling/); empty: default
 RUN ?=            # evaluate / render / view: a directory of sampled *.npz outputs
 LAUNCHER ?=       # sweep: hydra/launcher=slurm | submitit_local; empty: one job after another, here
 SWEEP ?= experiment=demo_vqvae 'stage.lr=choice(5e-4,1e-3)'
@@ -35,11 +36,12 @@ help:
 	@echo "  test          the full test suite (pytest)"
 	@echo "  lint          ruff"
 	@echo "  data          build the synthetic dataset into DATA_DIR (default: data)"
-	@echo "  demo          synthetic data -> tiny VQ-VAE -> tiny DFoT -> evaluation, on CPU (DEMO_DIR)"
+	@echo "  demo          python -m magnet.demo: synthetic data -> tiny models -> samples -> evaluation -> videos"
+	@echo "                -> DEMO_DIR/REPORT.md, on CPU  [DEMO_DIR DATA_DIR DEMO_FLAGS]"
 	@echo "  bench         the benchmarks under bench/"
 	@echo "  train-vqvae   python train.py stage=vqvae  [DATASET MODEL TRAINER ARGS]"
 	@echo "  train-dfot    python train.py stage=dfot stage.vqvae_ckpt=VQVAE_CKPT  [DATASET MODEL TRAINER ARGS]"
-	@echo "  sample        python sample.py ckpt=CKPT  [TASK SCHEDULE DATASET ARGS]"
+	@echo "  sample        python sample.py ckpt=CKPT  [TASK SCHEDULE SAMPLING DATASET ARGS]"
 	@echo "  evaluate      python evaluate.py run_dir=RUN  [ARGS]"
 	@echo "  render        python -m magnet.visualize.render RUN  [ARGS]  (videos of sampled outputs)"
 	@echo "  view          python -m magnet.visualize.view RUN  [ARGS]  (interactive viewer)"
@@ -93,7 +95,7 @@ train-dfot: install
 
 sample: install
 	$(PY) sample.py paths.data_dir=$(DATA_DIR) $(call opt,ckpt,$(CKPT)) $(call opt,task,$(TASK)) \
-		$(call opt,schedule,$(SCHEDULE)) $(call opt,dataset,$(DATASET)) $(ARGS)
+		$(call opt,schedule,$(SCHEDULE)) $(call opt,sampling,$(SAMPLING)) $(call opt,dataset,$(DATASET)) $(ARGS)
 
 evaluate: install
 	$(PY) evaluate.py $(call opt,run_dir,$(RUN)) $(ARGS)

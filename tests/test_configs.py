@@ -377,7 +377,8 @@ def test_make_help_lists_every_target():
 @pytest.mark.parametrize("target, variables, expected", [
     ("train-vqvae", ["DATASET=dd100", "TRAINER=gpu"], "train.py stage=vqvae paths.data_dir=data dataset=dd100"),
     ("train-dfot", ["VQVAE_CKPT=v.safetensors", "MODEL=tiny"], "stage.vqvae_ckpt=v.safetensors model=tiny"),
-    ("sample", ["CKPT=run", "TASK=joint", "SCHEDULE=autoregressive"], "ckpt=run task=joint schedule=autoregressive"),
+    ("sample", ["CKPT=run", "TASK=joint", "SCHEDULE=autoregressive", "SAMPLING=fast"],
+     "ckpt=run task=joint schedule=autoregressive sampling=fast"),
     ("evaluate", ["RUN=out", "ARGS=mode=reference"], "evaluate.py run_dir=out mode=reference"),
     ("render", ["RUN=out"], "-m magnet.visualize.render out"),
     ("view", ["RUN=out"], "-m magnet.visualize.view out"),
