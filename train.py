@@ -46,6 +46,24 @@ def save_resolved_config(cfg: DictConfig, run_dir: Path) -> Path | None:
     return folder / "resolved.yaml"
 
 
+def check_sweep_processes(trainer_cfg: DictConfig) -> None:
+    """A one-line ConfigError for DDP inside a local sweep: Lightning starts its extra local processes by running the
+    command line again, which in a multirun would start the whole sweep again. Under SLURM the processes are SLURM's
+    tasks (hydra/launcher=slurm), which works."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    from magnet.cli import in_slurm_batch_job
+    from magnet.errors import ConfigError
+
+    strategy = str(trainer_cfg.get("strategy", "auto"))
+    if HydraConfig.get().mode == RunMode.MULTIRUN and strategy.startswith("ddp") and "spawn" not in strategy \
+            and str(trainer_cfg.get("devices")) != "1" and not in_slurm_batch_job():
+        raise ConfigError(f"trainer.strategy={strategy} with several local processes cannot run inside a sweep (-m): "
+                          "Lightning starts them by running the command again; run the jobs one by one without -m, "
+                          "or sweep on SLURM (hydra/launcher=slurm), where SLURM starts the processes")
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
     from hydra.core.hydra_config import HydraConfig
     from hydra.errors import InstantiationException
@@ -63,6 +81,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
                           "objective=val/mpjpe_mm (stage 1) or objective=val/loss (stage 2)")
     seed = require_number("seed", cfg.seed, integer=True, hint="e.g. seed=1111")
     check_accelerator(cfg.trainer)
+    check_sweep_processes(cfg.trainer)
     check_run_settings(cfg.stage)
 
     import lightning.pytorch as pl

@@ -19,6 +19,15 @@ CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 EXIT_USER_ERROR = 2
 
 
+def in_slurm_batch_job() -> bool:
+    """Whether this process is a task of a SLURM batch job (not an interactive allocation: job name bash or
+    interactive), as Lightning's ``SLURMEnvironment.detect`` decides."""
+    import os
+
+    return ("SLURM_NTASKS" in os.environ and os.environ.get("SLURM_JOB_NAME") not in ("bash", "interactive")
+            and bool(os.environ.get("SLURM_JOB_ID")))
+
+
 def run_stamp(pattern: str = "%Y-%m-%d_%H-%M-%S") -> str:
     """The last part of a run directory (``${run_stamp:}`` in conf/train.yaml): the time now in ``pattern``, or in a
     SLURM batch job ``slurm-<job id>`` (``slurm-<array job id>_<task id>`` in an array), so that every task of a
@@ -28,8 +37,7 @@ def run_stamp(pattern: str = "%Y-%m-%d_%H-%M-%S") -> str:
     import datetime
     import os
 
-    if "SLURM_NTASKS" in os.environ and os.environ.get("SLURM_JOB_NAME") not in ("bash", "interactive") \
-            and os.environ.get("SLURM_JOB_ID"):
+    if in_slurm_batch_job():
         array_job, array_task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
         if array_job and array_task:
             return f"slurm-{array_job}_{array_task}"

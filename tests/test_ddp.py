@@ -87,3 +87,15 @@ def test_two_process_ddp_run(synthetic_root, tmp_path):
     (single,) = trainer.validate(module, datamodule=dm, verbose=False)
     assert torch.isfinite(torch.tensor(ddp_mpjpe))
     assert ddp_mpjpe == pytest.approx(single["val/mpjpe_mm"], rel=1e-5)
+
+
+def test_local_ddp_inside_a_sweep_is_refused(synthetic_root, tmp_path):
+    """Lightning would start the DDP processes by running the sweep's command line again: one line, exit 2."""
+    out = tmp_path / "outputs"
+    res = subprocess.run([sys.executable, "train.py", "-m", "experiment=demo_vqvae", f"paths.data_dir={synthetic_root}",
+                          f"paths.output_root={out}", "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2",
+                          "stage.lr=1e-3,2e-3"], cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
+    lines = [ln for ln in res.stderr.splitlines() if ln.startswith("error:")]
+    assert res.returncode == 2 and len(lines) == 1, res.stderr[-2000:]
+    assert "cannot run inside a sweep" in lines[0] and "hydra/launcher=slurm" in lines[0]
+    assert not any(p.is_file() and p.name != "multirun.yaml" for p in out.rglob("*"))
