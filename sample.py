@@ -60,8 +60,8 @@ def sample(cfg: DictConfig) -> None:
     if cfg.plan_only:
         return
     if run.excluded:
-        print(f"note: {len(run.excluded)} clip(s) of split {cfg.split} have fewer persons than the checkpoint and "
-              "were not sampled")
+        print(f"note: {len(run.excluded)} clip(s) of split {cfg.split} have fewer persons than the checkpoint or are "
+              f"too short for task {config.task}; they were not sampled")
     if run.skipped:
         print(f"resumed: {len(run.skipped)} clip(s) already in {run.out_dir} were kept")
     per_clip = f", {run.seconds / len(run.written):.2f} s per clip" if run.written else ""

@@ -42,7 +42,7 @@ SAMPLING = {
     "joint": COMMON,
     "partner_prediction": COMMON,
     "motion_control_live": COMMON,
-    "inbetweening": [*COMMON, "task.keyframes=[0,100,199]", "sampling_seq_len=200"],
+    "inbetweening": [*COMMON, "task.keyframes=[0,72,147]", "sampling_seq_len=148"],
 }
 QUICK_TRAIN = ["stage.total_steps=12", "stage.val_every_n_steps=12", "callbacks.model_checkpoint.every_n_train_steps=12",
                "stage.batch_size=8", "data.epoch_length=96", "stage.val_batches=1",

@@ -148,3 +148,19 @@ def test_three_person_checkpoint_samples_the_three_person_clips(synthetic_root, 
     assert run.written and run.excluded                        # 2-person clips of the split are left out
     clip = load_output_npz(out / f"{run.written[0]}.npz")
     assert clip.num_persons == 3
+
+
+def test_clips_too_short_for_the_task_are_left_out_unless_named(synthetic_root, sampler_checkpoints, tmp_path):
+    # session clips are 90-150 frames: a keyframe at 120 rules out the shorter ones
+    config = SamplingConfig.for_task("inbetweening", sampling_steps=2, sampling_num=1, sampling_seq_len=124,
+                                     keyframes=(0, 60, 120))
+    kw = {"datasets": _datasets(synthetic_root), "split": "train", "progress": False}
+    run = sample_directory(sampler_checkpoints[2], tmp_path / "ib", config, **kw)
+    assert run.written and run.excluded
+    from magnet.data.hdf5 import open_dataset
+
+    with open_dataset(synthetic_root / "synthetic" / "synthetic_dataset.hdf5") as f:
+        short = next(n for n in run.excluded if f.shape("train", n)[1] >= 2)   # too short, not too few persons
+    with pytest.raises(DataError, match="keyframe 120 needs its ground truth"):
+        sample_directory(sampler_checkpoints[2], tmp_path / "named", config, clips=[short], **kw)
+    assert not (tmp_path / "named").exists()

@@ -14,6 +14,7 @@ name, so a clip's samples do not depend on which other clips run or on resuming.
 from __future__ import annotations
 
 import os
+import sys
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -199,12 +200,25 @@ def sample_directory(ckpt: str | os.PathLike, out_dir: str | os.PathLike, config
     # plans first: every option and clip error surfaces before any model work
     plans: dict[str, Plan] = {}
     cache: dict[int, Plan] = {}
+    kept: list[ClipRef] = []
+    last_error: Exception | None = None
     for ref in refs:
-        check_request(config, P, ref.frames, ref.persons, where=f"clip {ref.name} ({ref.hdf5.name})")
+        try:
+            check_request(config, P, ref.frames, ref.persons, where=f"clip {ref.name} ({ref.hdf5.name})")
+        except DataError:
+            if clips is not None:  # a clip the user named: its problem is the answer
+                raise
+            excluded.append(ref.name)  # too short for the task: left out, as clips with too few persons
+            last_error = sys.exc_info()[1]
+            continue
+        kept.append(ref)
         key = ref.frames if config.task in DRIVEN_TASKS else -1  # the others do not depend on the clip
         if key not in cache:
             cache[key] = plan_for(config, P, ref.frames)
         plans[ref.out_name] = cache[key]
+    if not kept:
+        raise DataError(f"no clip of split {split!r} suits task {config.task}: {last_error}")
+    refs = kept
     run = SampleRun(out_dir=out_dir, clips=refs, excluded=excluded, plans=plans)
     if plan_only:
         _write_plans(out_dir, plans, log)
