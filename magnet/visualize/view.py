@@ -23,6 +23,7 @@ Needs viser (``pip install -e ".[viewer]"``; ``make install`` includes it).
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import threading
 import time
@@ -37,6 +38,9 @@ from magnet.evaluation.io import ClipOutput, load_output_npz
 from magnet.visualize.render import BONES, PERSON_COLOURS
 
 __all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "MotionViewer", "main"]
+
+STOP_TIMEOUT_S = 10.0
+"""Seconds the command line waits for the server to shut down after Ctrl+C before it exits anyway."""
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
@@ -101,6 +105,7 @@ class MotionViewer:
         self.clip_index, self.row, self.frame = 0, 0, 0
         self.server = None
         self._stop = threading.Event()
+        self._interrupted = False  # set by the command line's signal handler (a plain flag: safe in a handler)
         self._player: threading.Thread | None = None
         self._lock = threading.RLock()
         self._updating = False
@@ -131,6 +136,7 @@ class MotionViewer:
             self.server = None
             raise
         self._stop.clear()
+        self._interrupted = False
         self._player = threading.Thread(target=self._play_loop, name="magnet-viewer-player", daemon=True)
         self._player.start()
         return self
@@ -146,12 +152,16 @@ class MotionViewer:
             self.server = None
 
     def wait(self) -> None:
-        """Block until :meth:`stop` is called or Ctrl+C."""
+        """Block until :meth:`stop` is called, :meth:`interrupt` is called, or Ctrl+C."""
         try:
-            while not self._stop.wait(0.5):
+            while not self._interrupted and not self._stop.wait(0.2):
                 pass
         except KeyboardInterrupt:
             pass
+
+    def interrupt(self) -> None:
+        """Make :meth:`wait` return within 0.2 s (safe to call from a signal handler: it only sets a flag)."""
+        self._interrupted = True
 
     def __enter__(self):
         return self.start()
@@ -359,14 +369,30 @@ def main(argv: list[str] | None = None) -> int:
     except MagnetError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    # Ctrl+C / SIGTERM only set a flag, installed before the address is printed: no KeyboardInterrupt can land
+    # inside viser's or threading's code, or before the wait below, leaving the process hanging or killed by the
+    # signal instead of stopping cleanly.
+    handlers = {sig: signal.signal(sig, lambda *_: viewer.interrupt()) for sig in (signal.SIGINT, signal.SIGTERM)}
     mesh = "skeletons and SMPL-X meshes" if viewer.has_mesh else "skeletons (pass --smplx for meshes)"
     print(f"viewer: {len(viewer.clips)} clip(s) of {args.path}, {mesh}, at {viewer.url} (Ctrl+C to stop)",
           flush=True)
     try:
         viewer.wait()
     finally:
-        viewer.stop()
+        _stop_within(viewer, STOP_TIMEOUT_S)
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
     return 0
+
+
+def _stop_within(viewer: MotionViewer, timeout: float) -> None:
+    """Stop the viewer; if the server does not shut down within ``timeout`` seconds, exit the process anyway."""
+    worker = threading.Thread(target=viewer.stop, name="magnet-viewer-stop", daemon=True)
+    worker.start()
+    worker.join(timeout)
+    if worker.is_alive():
+        print(f"viewer: the server did not stop within {timeout:.0f} s; exiting", file=sys.stderr, flush=True)
+        os._exit(0)
 
 
 if __name__ == "__main__":
