@@ -31,7 +31,7 @@ def main(cfg: DictConfig) -> None:
             seq_len=None if cfg.seq_len is None else int(cfg.seq_len),
             sample_num=None if cfg.sample_num is None else int(cfg.sample_num),
             test_set=cfg.test_set,
-            fps=int(cfg.fps),
+            fps=None if cfg.fps is None else float(cfg.fps),
             body_model=cfg.body_model,
             seed=int(cfg.seed),
             allow_missing_config=bool(cfg.allow_missing_config),

@@ -56,7 +56,8 @@ def sample(cfg: DictConfig) -> None:
     run = sample_directory(
         cfg.ckpt, cfg.out_dir, config, datasets=datasets, split=str(cfg.split), clips=clips,
         max_clips=cfg.max_clips, seed=int(cfg.seed), device=str(cfg.device), plan_only=bool(cfg.plan_only),
-        overwrite=bool(cfg.overwrite), body_model=cfg.body_model, stats=cfg.stats, progress=bool(cfg.progress))
+        overwrite=bool(cfg.overwrite), body_model=cfg.body_model, stats=cfg.stats, progress=bool(cfg.progress),
+        fps=float(cfg.dataset.get("fps") or 30))
     if cfg.plan_only:
         return
     if run.excluded:

@@ -7,6 +7,7 @@ seconds each on a small CPU) is skipped; the windowed pooling is checked on smal
 from __future__ import annotations
 
 import runpy
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -573,3 +574,19 @@ def test_evaluate_py_subprocess(noisy_dir, tmp_path):
     assert len(err) == 1 and err[0].startswith("error: ") and "NaN" in err[0] and "clip2.npz" in err[0]
     assert _no_eval_files(nan_dir)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["nan"]  # nothing written in the cwd
+
+
+def test_fps_comes_from_inf_cfg_unless_given(noisy_dir, fixed_result, tmp_path):
+    """fps=None reads the run's inf_cfg.yaml (sample.py writes the dataset's rate): velocities scale with it."""
+    out = tmp_path / "run60"
+    shutil.copytree(noisy_dir, out)
+    cfg = yaml.safe_load((out / "inf_cfg.yaml").read_text())
+    assert cfg["fps"] == 30
+    cfg["fps"] = 60
+    (out / "inf_cfg.yaml").write_text(yaml.safe_dump(cfg))
+    base = fixed_result[0]["body"]["k"]["solo"]["fd"]
+    res = evaluate_directory(out, write=False, baselines=False)
+    assert res["meta"]["fps"] == 60
+    assert res["body"]["k"]["solo"]["fd"] == pytest.approx(4 * base, rel=1e-3)  # velocities x2 -> FD x4 (sqrtm tolerance)
+    forced = evaluate_directory(out, write=False, baselines=False, fps=30)
+    assert forced["meta"]["fps"] == 30 and forced["body"]["k"]["solo"]["fd"] == pytest.approx(base, rel=1e-9)

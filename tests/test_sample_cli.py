@@ -53,7 +53,9 @@ def test_sample_evaluate_resume_and_refuse(synthetic_root, sampler_checkpoints, 
     assert clip.num_samples == 2 and clip.context_timesteps == 32 and clip.timesteps == 96
     cfg = yaml.safe_load((out / "inf_cfg.yaml").read_text())
     assert cfg["sampling_cfg"]["sampling_task"] == "joint" and cfg["magnet"]["compat"] == "fixed"
+    assert cfg["fps"] == 30.0  # the dataset's rate, read by evaluate.py and the renderer
     result = evaluate_directory(out, write=False)
+    assert result["meta"]["fps"] == 30
     assert np.isfinite(result["body"]["g"]["solo"]["fd"])
 
     # a re-run resumes: the finished clips are kept as they are

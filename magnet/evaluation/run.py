@@ -264,7 +264,7 @@ def evaluate_directory(
     seq_len: int | None = None,
     sample_num: int | None = None,
     test_set: str | os.PathLike | None = None,
-    fps: int = 30,
+    fps: float | None = None,
     body_model: BodyModel | str | os.PathLike | None = None,
     seed: int = 0,
     allow_missing_config: bool = False,
@@ -278,7 +278,8 @@ def evaluate_directory(
         mode: ``"fixed"`` or ``"reference"`` (see the module docstring).
         whole_seq / seq_len / sample_num: frame and sample selection (:func:`~magnet.evaluation.select_frames`).
         test_set: YAML file whose ``test`` list names the clips to evaluate (default: every npz).
-        fps: frames per second of the outputs (velocities, foot speeds, 1-second diversity chunks).
+        fps: frames per second of the outputs (velocities, foot speeds, 1-second diversity chunks); None ->
+            ``fps`` of ``inf_cfg.yaml`` (``sample.py`` writes the dataset's), else 30 (the reference's rate).
         body_model: a :class:`~magnet.body.BodyModel` or SMPL-X path; None -> ``smpl_path`` of ``inf_cfg.yaml``,
             else ``$MAGNET_SMPLX_MODEL``, else the default skeleton.
         seed: picks, per clip, which half of the GT-vs-GT FD baseline gets the clip's first 1-second GT block
@@ -298,6 +299,11 @@ def evaluate_directory(
         DataError / ConfigError / BodyModelError: bad directory, files, options or body model (one line each).
     """
     check_mode(mode)
+    if fps is None:
+        from magnet.motion_files import run_fps
+
+        fps = run_fps(run_dir)
+    fps = int(fps) if float(fps).is_integer() else float(fps)
     if fps <= 0:
         raise ConfigError(f"fps must be positive, got {fps}")
     run_dir = Path(run_dir)

@@ -122,9 +122,10 @@ def list_clips(datasets: list[dict[str, Any]], split: str, clips: list[str] | No
 
 
 def run_record(cfg: SamplingConfig, *, ckpt: str, clips: list[ClipRef], seed: int, stats_source: str,
-               body_model: str | None, num_persons: int) -> dict[str, Any]:
-    """The ``inf_cfg.yaml`` content: the reference's keys (``sampling_cfg``, ``smpl_path``, ...) plus ``magnet``
-    with what decides the outputs (compared on resume)."""
+               body_model: str | None, num_persons: int, fps: float = 30.0) -> dict[str, Any]:
+    """The ``inf_cfg.yaml`` content: the reference's keys (``sampling_cfg``, ``smpl_path``, ...), the outputs'
+    frame rate ``fps`` (the dataset's; read by ``evaluate.py`` and the renderer), plus ``magnet`` with what decides
+    the outputs (compared on resume)."""
     sampling = cfg.to_dict()
     task = sampling.pop("task")
     sampling["sampling_task"] = task
@@ -138,6 +139,7 @@ def run_record(cfg: SamplingConfig, *, ckpt: str, clips: list[ClipRef], seed: in
         "inference_data_list": [c.name for c in clips],
         "smpl_path": body_model,
         "random_seed": int(seed),
+        "fps": float(fps),
         "magnet": {"compat": cfg.compat, "num_persons": int(num_persons), "stats": stats_source,
                    "datasets": sorted({c.dataset for c in clips})},
     }
@@ -146,6 +148,7 @@ def run_record(cfg: SamplingConfig, *, ckpt: str, clips: list[ClipRef], seed: in
 def _comparable(record: dict[str, Any]) -> dict[str, Any]:
     keep = dict(record)
     keep.pop("inference_data_list", None)  # a re-run may sample more or fewer clips of the same configuration
+    keep.pop("fps", None)  # a label of the outputs (older folders lack it), not something the sampler reads
     return keep
 
 
@@ -185,7 +188,7 @@ def sample_directory(ckpt: str | os.PathLike, out_dir: str | os.PathLike, config
                      datasets: list[dict[str, Any]], split: str = "test", clips: list[str] | None = None,
                      max_clips: int | None = None, seed: int = 1111, device: str = "cpu",
                      plan_only: bool = False, overwrite: bool = False, body_model: str | None = None,
-                     stats: str | None = None, progress: bool = True,
+                     stats: str | None = None, progress: bool = True, fps: float = 30.0,
                      log: Callable[[str], None] = print) -> SampleRun:
     """Sample every selected clip of ``split`` into ``out_dir`` (see the module docstring)."""
     import time
@@ -225,7 +228,7 @@ def sample_directory(ckpt: str | os.PathLike, out_dir: str | os.PathLike, config
         return run
     sampler = Sampler.from_checkpoint(ckpt, device=dev, stats=stats, body_model=body_model)
     record = run_record(config, ckpt=str(ckpt), clips=refs, seed=seed, stats_source=sampler.stats.source,
-                        body_model=body_model, num_persons=P)
+                        body_model=body_model, num_persons=P, fps=fps)
     prepare_out_dir(out_dir, record, overwrite)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_inference_config(out_dir, record)
