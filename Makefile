@@ -81,6 +81,12 @@ bench: install
 	$(PY) bench/bench_vqvae.py
 	$(PY) bench/bench_dfot.py --sizes paper tiny --steps 5
 	$(PY) bench/bench_evaluate.py
+	$(PY) bench/bench_sample.py --size paper
+	$(PY) bench/bench_sample.py --size tiny
+	$(PY) bench/bench_render.py
+	@if [ -f $(DEMO_DIR)/dfot/dfot.safetensors ]; then \
+		$(PY) bench/bench_fast_preset.py --ckpt $(DEMO_DIR)/dfot --data $(DATA_DIR); \
+	else echo "bench_fast_preset.py skipped: it needs the demo checkpoint (make demo first)"; fi
 
 lint: install
 	$(VENV)/bin/ruff check .
