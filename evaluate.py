@@ -20,27 +20,29 @@ register_resolvers()  # the resolvers conf/evaluate.yaml uses (sweep_only)
 def main(cfg: DictConfig) -> None:
     from magnet.errors import ConfigError, MagnetError
     from magnet.evaluation import evaluate_directory
+    from magnet.utils import require_bool, require_number
 
     try:
         if cfg.run_dir in (None, ""):
             raise ConfigError("run_dir is required: python evaluate.py run_dir=<directory of sampled *.npz outputs>")
+        print_summary = require_bool("print_summary", cfg.print_summary)
         result = evaluate_directory(
             cfg.run_dir,
             mode=cfg.mode,
-            whole_seq=bool(cfg.whole_seq),
-            seq_len=None if cfg.seq_len is None else int(cfg.seq_len),
-            sample_num=None if cfg.sample_num is None else int(cfg.sample_num),
+            whole_seq=require_bool("whole_seq", cfg.whole_seq),
+            seq_len=None if cfg.seq_len is None else require_number("seq_len", cfg.seq_len, integer=True),
+            sample_num=None if cfg.sample_num is None else require_number("sample_num", cfg.sample_num, integer=True),
             test_set=cfg.test_set,
-            fps=None if cfg.fps is None else float(cfg.fps),
+            fps=None if cfg.fps is None else require_number("fps", cfg.fps, above=0),
             body_model=cfg.body_model,
-            seed=int(cfg.seed),
-            allow_missing_config=bool(cfg.allow_missing_config),
-            baselines=bool(cfg.baselines),
+            seed=require_number("seed", cfg.seed, integer=True),
+            allow_missing_config=require_bool("allow_missing_config", cfg.allow_missing_config),
+            baselines=require_bool("baselines", cfg.baselines),
         )
     except MagnetError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
-    if cfg.print_summary:
+    if print_summary:
         from rich.console import Console
         from rich.markdown import Markdown
 

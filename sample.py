@@ -31,12 +31,12 @@ def sampling_config(cfg: DictConfig):
 
     task = OmegaConf.to_container(cfg.task, resolve=True)
     options = {k: task[k] for k in TASK_KEYS if k in task}
-    return SamplingConfig(
+    return SamplingConfig(  # it checks every value's type and range (one line naming the option)
         task=str(task["task"]), sampling_schedule=str(cfg.schedule.name),
-        offset_proportion=float(cfg.schedule.offset_proportion), sampling_num=int(cfg.sampling_num),
-        sampling_steps=int(cfg.sampling_steps), ddim_eta=float(cfg.eta), context_seq_len=int(cfg.context_seq_len),
-        sampling_seq_len=int(cfg.sampling_seq_len), compat=str(cfg.compat),
-        guidance_every=int(cfg.sampling.guidance_every), precision=str(cfg.sampling.precision), **options)
+        offset_proportion=cfg.schedule.offset_proportion, sampling_num=cfg.sampling_num,
+        sampling_steps=cfg.sampling_steps, ddim_eta=cfg.eta, context_seq_len=cfg.context_seq_len,
+        sampling_seq_len=cfg.sampling_seq_len, compat=cfg.compat,
+        guidance_every=cfg.sampling.guidance_every, precision=cfg.sampling.precision, **options)
 
 
 def sample(cfg: DictConfig) -> None:
@@ -44,20 +44,24 @@ def sample(cfg: DictConfig) -> None:
 
     from magnet.errors import ConfigError
     from magnet.sampling.run import sample_directory
+    from magnet.utils import require_bool, require_number
 
     if not cfg.ckpt:
         raise ConfigError("ckpt is required: python sample.py ckpt=<DFoT run dir, its dfot.safetensors, a "
                           "checkpoints/last.ckpt or a reference run directory>")
     config = sampling_config(cfg)
+    seed = require_number("seed", cfg.seed, integer=True)
+    max_clips = None if cfg.max_clips is None else require_number("max_clips", cfg.max_clips, integer=True, minimum=1)
     if cfg.dataset.get("prepare") is not None:  # the synthetic dataset builds itself on first use
         instantiate(cfg.dataset.prepare)
     datasets = OmegaConf.to_container(cfg.dataset.datasets, resolve=True)
     clips = None if cfg.clips is None else [str(c) for c in cfg.clips]
     run = sample_directory(
         cfg.ckpt, cfg.out_dir, config, datasets=datasets, split=str(cfg.split), clips=clips,
-        max_clips=cfg.max_clips, seed=int(cfg.seed), device=str(cfg.device), plan_only=bool(cfg.plan_only),
-        overwrite=bool(cfg.overwrite), body_model=cfg.body_model, stats=cfg.stats, progress=bool(cfg.progress),
-        fps=float(cfg.dataset.get("fps") or 30))
+        max_clips=max_clips, seed=seed, device=str(cfg.device), plan_only=require_bool("plan_only", cfg.plan_only),
+        overwrite=require_bool("overwrite", cfg.overwrite), body_model=cfg.body_model, stats=cfg.stats,
+        progress=require_bool("progress", cfg.progress),
+        fps=require_number("dataset.fps", cfg.dataset.get("fps") or 30, above=0))
     if cfg.plan_only:
         return
     if run.excluded:

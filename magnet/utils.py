@@ -29,6 +29,18 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     os.replace(tmp, final)
 
 
+def require_bool(name: str, value: Any) -> bool:
+    """``value`` if it is a boolean (``true`` / ``false`` in a config), else a one-line
+    :class:`magnet.errors.ConfigError` naming ``name`` (``overwrite=abc`` must not read as true)."""
+    from magnet.errors import ConfigError
+
+    if isinstance(value, bool):
+        return value
+    if type(value).__name__ == "bool_":  # numpy's
+        return bool(value)
+    raise ConfigError(f"{name} must be true or false, got {value!r}")
+
+
 def require_number(name: str, value: Any, *, integer: bool = False, minimum: float | None = None,
                    above: float | None = None, maximum: float | None = None, below: float | None = None,
                    hint: str = "") -> int | float:

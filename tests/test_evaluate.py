@@ -550,6 +550,12 @@ def test_entry_point_bad_inputs(noisy_dir, tmp_path, monkeypatch, capsys):
         if path.is_dir():
             assert _no_eval_files(path), name
     assert _run_entry([], monkeypatch) == 2 and "run_dir is required" in capsys.readouterr().err
+    # values of the wrong type are refused by name, not cast (whole_seq=abc would read as true)
+    for arg, words in (("whole_seq=abc", "whole_seq must be true or false"), ("seed=abc", "seed must be an integer"),
+                       ("fps=0", "fps must be a number > 0"), ("seq_len=1.5", "seq_len must be an integer")):
+        assert _run_entry([f"run_dir={noisy_dir}", arg], monkeypatch) == 2, arg
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error: ") and "\n" not in err and words in err, (arg, err)
     assert _run_entry([f"run_dir={noisy_dir}", "body_model=/no/SMPLX_NEUTRAL.npz"], monkeypatch) == 2
     assert "/no/SMPLX_NEUTRAL.npz" in capsys.readouterr().err
     # the same directory evaluates with allow_missing_config=true; the summary table is printed

@@ -377,6 +377,29 @@ def test_bad_options_are_refused_before_model_work(sampler2, clip2, overrides, e
     assert sampler2.network_calls == calls
 
 
+@pytest.mark.parametrize("field, value, needle", [
+    ("sampling_num", "abc", "sampling_num must be an integer, got 'abc'"),
+    ("sampling_num", 2.5, "sampling_num must be an integer, got 2.5"),
+    ("ddim_eta", "x", "ddim_eta must be a number"),
+    ("use_temporal_smoothing", "yes", "use_temporal_smoothing must be true or false"),
+    ("driven", "0", "driven must be a list of integers"),
+    ("keyframes", [0, "end"], "keyframes entry must be an integer"),
+    ("cfg_scale_dict", {"clean": "one"}, "cfg_scale_dict.clean must be a number"),
+    ("cfg_scale_dict", {}, "cfg_scale_dict must be a non-empty mapping"),
+    ("precision", 16, "precision must be a name"),
+])
+def test_option_types_are_checked_with_one_line(field, value, needle):
+    with pytest.raises(ConfigError) as err:
+        SamplingConfig(**{field: value})
+    assert needle in str(err.value) and "\n" not in str(err.value)
+
+
+def test_option_values_are_coerced_to_their_types():
+    cfg = SamplingConfig(sampling_num=4.0, ddim_eta=0, driven=[1], keyframes=(0, 63.0), cfg_scale_dict={"clean": 1})
+    assert cfg.sampling_num == 4 and type(cfg.sampling_num) is int and type(cfg.ddim_eta) is float
+    assert cfg.driven == (1,) and cfg.keyframes == (0, 63) and type(cfg.cfg_scale_dict["clean"]) is float
+
+
 def test_unknown_task_and_short_or_small_clips(sampler2, sampler_checkpoints, synthetic_root, clip2):
     with pytest.raises(ConfigError, match="unknown task"):
         sampler2.generate("dance_battle", clip2)

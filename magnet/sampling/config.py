@@ -77,6 +77,7 @@ class SamplingConfig:
     compat: str = "fixed"
 
     def __post_init__(self) -> None:
+        self._coerce_types()
         if self.task not in TASKS:
             raise ConfigError(f"unknown task {self.task!r}; choose one of {', '.join(TASKS)}")
         if self.sampling_schedule not in SCHEDULES:
@@ -121,11 +122,33 @@ class SamplingConfig:
             raise ConfigError(f"guidance_every must be >= 1, got {self.guidance_every}")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"precision {self.precision!r} unknown; choose one of {', '.join(PRECISIONS)}")
-        if not isinstance(self.cfg_scale_dict, dict) or not self.cfg_scale_dict:
-            raise ConfigError("cfg_scale_dict must be a non-empty mapping such as {clean: 1.0}")
-        object.__setattr__(self, "driven", tuple(int(i) for i in self.driven))
-        object.__setattr__(self, "keyframes", tuple(int(i) for i in self.keyframes))
-        object.__setattr__(self, "cfg_scale_dict", {str(k): float(v) for k, v in self.cfg_scale_dict.items()})
+
+    def _coerce_types(self) -> None:
+        """Every field to its declared type, or one ConfigError line naming the field (``sampling_num=abc``,
+        ``sampling_num=1.5``, ``use_smoothing_guidance=maybe``, ``driven=abc`` are refused, not truncated or read as
+        true)."""
+        from magnet.utils import require_bool, require_number
+
+        for f in fields(self):
+            value, kind = getattr(self, f.name), str(f.type)
+            if kind == "int":
+                value = require_number(f.name, value, integer=True)
+            elif kind == "float":
+                value = require_number(f.name, value)
+            elif kind == "bool":
+                value = require_bool(f.name, value)
+            elif kind == "str":
+                if not isinstance(value, str):
+                    raise ConfigError(f"{f.name} must be a name, got {value!r}")
+            elif kind.startswith("tuple"):
+                if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+                    raise ConfigError(f"{f.name} must be a list of integers such as [0], got {value!r}")
+                value = tuple(require_number(f"{f.name} entry", v, integer=True) for v in value)
+            elif kind.startswith("dict"):
+                if not isinstance(value, dict) or not value:
+                    raise ConfigError(f"{f.name} must be a non-empty mapping such as {{clean: 1.0}}, got {value!r}")
+                value = {str(k): require_number(f"{f.name}.{k}", v) for k, v in value.items()}
+            object.__setattr__(self, f.name, value)
 
     @property
     def context_latent(self) -> int:
