@@ -5,8 +5,8 @@ Sections (``--sections``, default all):
 
 * ``joint``: the DD100 joint configuration (spec 4.9 dd100.yaml: 200 frames requested, 208 generated, 10 samples,
   50 DDIM steps, 500 network calls) without x0 guidance: the sampler, the sampler with every token through every
-  layer (``Sampler.prune_rows = False``), and the bare network forwards on the same shapes and levels (the
-  sampler's overhead is its time over them);
+  layer (``Sampler.prune_rows = False``), the bare network forwards on the same shapes and levels (the
+  sampler's overhead is its time over them), and the sampler with the networks under bfloat16 autocast;
 * ``guided``: the same with smoothing and foot-skating guidance (the reference's settings): the guided/unguided
   time ratio, and one guidance step fused (one decoder forward, one input-only backward) against the
   straightforward two-pass computation (a forward and backward per term, with the decoder's weight gradients as
@@ -140,6 +140,9 @@ def main() -> None:
         table.row("joint: bare network forwards (same calls and shapes)", t_bare, plan.num_calls)
         print(f"  sampler overhead over the bare network: {100 * (t_unguided / t_bare - 1):+.1f}%; "
               f"last-layer pruning: {t_full / t_unguided:.2f}x")
+        t_bf16, calls, dec = run_generate(sampler, clip, joint.replace(precision="bf16", **UNGUIDED), args.repeat)
+        table.row("joint, unguided, networks in bf16 (sampling.precision=bf16)", t_bf16, calls, dec)
+        print(f"  bf16 autocast: {t_unguided / t_bf16:.2f}x faster than fp32")
     if "guided" in args.sections:
         t_guided, calls, dec = run_generate(sampler, clip, joint, args.repeat)
         table.row("joint, guided (smoothing + foot skating, fused)", t_guided, calls, dec)
