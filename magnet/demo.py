@@ -21,7 +21,6 @@ every step with a handful of training and sampling steps on one clip per task (t
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import subprocess
@@ -220,7 +219,10 @@ def _fmt(v) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m magnet.demo", description=__doc__.splitlines()[0])
+    from magnet.cli import OneLineArgumentParser, fail
+    from magnet.errors import MagnetError
+
+    ap = OneLineArgumentParser(prog="python -m magnet.demo", description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="outputs/demo")
     ap.add_argument("--data", default="data")
     ap.add_argument("--quick", action="store_true", help="a handful of steps everywhere (tests)")
@@ -230,7 +232,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.force and out.exists():
         shutil.rmtree(out)
     t0 = time.perf_counter()
-    Demo(out=out, data=Path(args.data), quick=args.quick, force=args.force).run()
+    try:  # evaluation, baselines and rendering run in this process: their user errors stay one line
+        Demo(out=out, data=Path(args.data), quick=args.quick, force=args.force).run()
+    except MagnetError as exc:
+        fail(f"demo: {exc}")
     print(f"demo finished in {time.perf_counter() - t0:.0f} s; outputs in {out}")
     return 0
 

@@ -184,13 +184,13 @@ def make_baseline_dir(run_dir: str | os.PathLike, name: str, out_dir: str | os.P
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m magnet.evaluation.baselines RUN_DIR --name NAME --out DIR [--seed S] [--dataset HDF5]``."""
-    import argparse
     import sys
 
+    from magnet.cli import OneLineArgumentParser
     from magnet.errors import MagnetError
 
-    ap = argparse.ArgumentParser(prog="python -m magnet.evaluation.baselines",
-                                 description="Write a baseline for every clip of a sampler output directory.")
+    ap = OneLineArgumentParser(prog="python -m magnet.evaluation.baselines",
+                               description="Write a baseline for every clip of a sampler output directory.")
     ap.add_argument("run_dir")
     ap.add_argument("--name", required=True, choices=BASELINES)
     ap.add_argument("--out", required=True)

@@ -175,8 +175,10 @@ def make_perturbed_outputs(
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m magnet.evaluation.make_example",
-                                description="Write an evaluation directory of GT + perturbed-GT samples.")
+    from magnet.cli import OneLineArgumentParser
+
+    p = OneLineArgumentParser(prog="python -m magnet.evaluation.make_example",
+                              description="Write an evaluation directory of GT + perturbed-GT samples.")
     p.add_argument("--data", required=True, help="preprocessed dataset HDF5 (or its directory)")
     p.add_argument("--out", required=True, help="output directory (npz files + inf_cfg.yaml)")
     p.add_argument("--split", default="test")
